@@ -1,0 +1,534 @@
+"""Sudoku data for Lightning: token encoding, an augmenting dataset and two datamodules.
+
+``Sudoku`` reads Sudoku-Extreme (Hugging Face ``sapientinc/sudoku-extreme``) CSV files; ``GeneratedSudoku`` makes
+4x4 / 6x6 / 9x9 puzzles with unique solutions and caches them. Tokens: 0 PAD, 1 blank, 2..N+1 the digits 1..N, so
+the vocabulary has N + 2 entries (11 for 9x9). Labels are the solution tokens: no PAD, every cell is scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules import sudoku_rules as rules
+
+__all__ = ["GeneratedSudoku", "Sudoku", "SudokuDataModule", "SudokuDataset", "decode", "encode"]
+
+PAD = 0
+BLANK = 1
+HF_REPO_ID = "sapientinc/sudoku-extreme"
+_CACHE_FORMAT = 1
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+def encode(grid: ArrayT) -> ArrayT:
+    """Map a grid (0 blank, 1..N digits) to tokens (1 blank, 2..N+1 digits); numpy or torch in, same type out."""
+    return grid + 1
+
+
+def decode(tokens: ArrayT) -> ArrayT:
+    """Map tokens back to a grid (0 blank, 1..N digits); PAD also decodes to blank."""
+    if isinstance(tokens, torch.Tensor):
+        return (tokens - 1).clamp_min(0)
+    return np.clip(np.asarray(tokens) - 1, 0, None)
+
+
+class SudokuDataset(Dataset):
+    """Map-style dataset of puzzles with on-the-fly, per-index deterministic augmentation.
+
+    Index i is puzzle ``i % n_puzzles`` under augmentation ``i // n_puzzles``. Augmentation 0 is the identity; the
+    others draw the keys of a validity-preserving symmetry (``sudoku_rules.symmetries_from_keys``) from
+    ``np.random.default_rng((seed, i))``, so an index always gives the same example and no augmented copy is stored.
+    """
+
+    def __init__(self, puzzles: np.ndarray, solutions: np.ndarray, augmentations: int = 1, seed: int = 0) -> None:
+        """Hold puzzles and solutions ([n, N*N], 0 blank) and serve ``n * augmentations`` examples."""
+        if puzzles.shape != solutions.shape or puzzles.ndim != 2:
+            raise ValueError(f"puzzles {puzzles.shape} and solutions {solutions.shape} must both be [n, N*N]")
+        if augmentations < 1:
+            raise ValueError(f"augmentations must be >= 1 (1 = no augmentation), got {augmentations}")
+        self.size = math.isqrt(puzzles.shape[1])
+        if self.size * self.size != puzzles.shape[1]:
+            raise ValueError(f"rows of {puzzles.shape[1]} cells are not a square Sudoku grid")
+        rules.box_shape(self.size)
+        self.puzzles = np.ascontiguousarray(puzzles, dtype=np.uint8)
+        self.solutions = np.ascontiguousarray(solutions, dtype=np.uint8)
+        self.augmentations = augmentations
+        self.seed = seed
+
+    def __len__(self) -> int:
+        """Number of examples: puzzles times augmentations."""
+        return len(self.puzzles) * self.augmentations
+
+    def example(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the (puzzle, solution) grids [N*N] of one index, augmented as the index says."""
+        item = self.__getitems__([index])[0]
+        return decode(item["inputs"].numpy()), decode(item["labels"].numpy())
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """Batched `__getitem__` (DataLoader calls it): each index keeps its own seeded transform, applied at once."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"indices out of range for a dataset of {len(self)} examples")
+        n = len(self.puzzles)
+        puzzles = self.puzzles[idx % n].astype(np.int64)
+        solutions = self.solutions[idx % n].astype(np.int64)
+        augmented = np.flatnonzero(idx >= n)
+        if augmented.size:
+            k = rules.symmetry_key_count(self.size)
+            keys = np.stack([np.random.default_rng((self.seed, int(idx[j]))).random(k) for j in augmented])
+            digit_maps, gather = rules.symmetries_from_keys(keys, self.size)
+            for grids in (puzzles, solutions):
+                moved = np.take_along_axis(grids[augmented], gather, axis=1)
+                grids[augmented] = np.take_along_axis(digit_maps, moved, axis=1)
+        inputs = torch.from_numpy(encode(puzzles))
+        labels = torch.from_numpy(encode(solutions))
+        zero = torch.tensor(0, dtype=torch.long)
+        return [{"inputs": x, "labels": y, "puzzle_ids": zero} for x, y in zip(inputs, labels)]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        """Return ``{"inputs": LongTensor[L], "labels": LongTensor[L], "puzzle_ids": LongTensor scalar 0}``."""
+        return self.__getitems__([int(index)])[0]
+
+
+class SudokuDataModule(L.LightningDataModule):
+    """Shared base of the Sudoku datamodules: metadata, datasets and dataloaders; subclasses load the splits."""
+
+    def __init__(
+        self,
+        size: int,
+        augmentations: int = 1,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        """Store loader settings; `size` is the side of the grid (4, 6 or 9)."""
+        super().__init__()
+        rules.box_shape(size)
+        if augmentations < 1:
+            raise ValueError(f"augmentations must be >= 1 (1 = no augmentation), got {augmentations}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._size = size
+        self.augmentations = augmentations
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self._splits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self.datasets: dict[str, SudokuDataset] = {}
+
+    @property
+    def size(self) -> int:
+        """Side of the grid N."""
+        return self._size
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids: PAD, blank and N digits."""
+        return self._size + 2
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens per example: N * N cells."""
+        return self._size * self._size
+
+    @property
+    def num_puzzle_ids(self) -> int:
+        """Sudoku uses one puzzle id (0) for every example."""
+        return 1
+
+    def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Return {"train", "val", "test"} -> (puzzles, solutions) arrays [n, N*N]; implemented by subclasses."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the splits once and build the datasets (training augmented, evaluation never)."""
+        if self._splits is None:
+            self._splits = self._load_splits()
+        if not self.datasets:
+            train_p, train_s = self._splits["train"]
+            self.datasets["train"] = SudokuDataset(train_p, train_s, self.augmentations, self.seed)
+            for split in ("val", "test"):
+                self.datasets[split] = SudokuDataset(*self._splits[split], augmentations=1, seed=self.seed)
+
+    def _dataset(self, split: str) -> SudokuDataset:
+        """Return a split's dataset, setting up on first use."""
+        if not self.datasets:
+            self.setup()
+        return self.datasets[split]
+
+    def _loader(self, dataset: SudokuDataset, batch_size: int, train: bool) -> DataLoader:
+        """Build a DataLoader with the shared worker settings."""
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            generator=torch.Generator().manual_seed(self.seed) if train else None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (seeded) batches over the whole augmented training range, last partial batch dropped."""
+        dataset = self._dataset("train")
+        if len(dataset) < self.batch_size:
+            raise ValueError(
+                f"the training set has {len(dataset)} examples, fewer than batch_size={self.batch_size}, so no full "
+                "batch can be made; lower batch_size or raise augmentations / the number of training puzzles"
+            )
+        return self._loader(dataset, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in order, never augmented."""
+        return self._loader(self._dataset("val"), self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in order, never augmented."""
+        return self._loader(self._dataset("test"), self.eval_batch_size, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Prediction runs over the test data."""
+        return self.test_dataloader()
+
+
+def _read_grids(path: Path, limit: int | None = None, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read (questions, answers) of a Sudoku-Extreme CSV as uint8 [n, 81], validating each kept row.
+
+    Args:
+        path: CSV or CSV.gz file with header ``source,question,answer,rating``.
+        limit: Keep only the first `limit` data rows (None = all).
+        rows: Sorted data-row indices to keep (None = all).
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    questions: list[str] = []
+    answers: list[str] = []
+    lines: list[int] = []
+    wanted = iter(rows.tolist()) if rows is not None else None
+    next_wanted = next(wanted, None) if wanted is not None else None
+    with opener(path, "rt", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:3]] != ["source", "question", "answer"]:
+            raise ValueError(f"{path}:1: expected the header 'source,question,answer,rating', got {header!r}")
+        index = -1
+        for record in reader:
+            if not record:
+                continue
+            index += 1
+            if limit is not None and index >= limit:
+                break
+            if wanted is not None:
+                if index != next_wanted:
+                    continue
+                next_wanted = next(wanted, None)
+            if len(record) < 3:
+                raise ValueError(f"{path}:{reader.line_num}: expected at least 3 columns, got {len(record)}")
+            question, answer = record[1], record[2]
+            for name, text in (("question", question), ("answer", answer)):
+                if len(text) != 81:
+                    raise ValueError(f"{path}:{reader.line_num}: {name} has {len(text)} characters, expected 81")
+            questions.append(question)
+            answers.append(answer)
+            lines.append(reader.line_num)
+            if wanted is not None and next_wanted is None:
+                break
+    if not questions:
+        empty = np.zeros((0, 81), dtype=np.uint8)
+        return empty, empty.copy()
+    q = np.frombuffer("".join(questions).encode("latin-1", "replace"), dtype=np.uint8).reshape(-1, 81)
+    a = np.frombuffer("".join(answers).encode("latin-1", "replace"), dtype=np.uint8).reshape(-1, 81)
+    q_ok = (q == ord(".")) | ((q >= ord("0")) & (q <= ord("9")))
+    a_ok = (a >= ord("1")) & (a <= ord("9"))
+    q = np.where(q == ord("."), 0, q.astype(np.int16) - ord("0")).astype(np.uint8)
+    a = (a.astype(np.int16) - ord("0")).astype(np.uint8)
+    checks = [
+        (q_ok.all(axis=1), "question must hold only digits and '.' for blanks"),
+        (a_ok.all(axis=1), "answer must hold only digits 1-9"),
+        (rules.is_consistent(q, a), "answer does not match the givens of the question"),
+        (rules.valid_solutions(a), "answer is not a valid Sudoku solution"),
+    ]
+    for ok, message in checks:
+        if not ok.all():
+            bad = int(np.argmin(ok))
+            raise ValueError(f"{path}:{lines[bad]}: {message}")
+    return q, a
+
+
+class Sudoku(SudokuDataModule):
+    """Sudoku-Extreme 9x9 (Hugging Face ``sapientinc/sudoku-extreme``): seeded training subsample with augmentation.
+
+    Validation is the first `val_size` rows of the test file and test the first `test_size` rows; neither is
+    augmented. Training item i is puzzle ``i % subsample`` under augmentation ``i // subsample``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/sudoku-extreme",
+        subsample: int | None = 1000,
+        augmentations: int = 1000,
+        val_size: int = 2048,
+        test_size: int | None = None,
+        batch_size: int = 768,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        download: bool = False,
+    ) -> None:
+        """Configure the Sudoku-Extreme datamodule.
+
+        Args:
+            data_dir: Directory holding train.csv and test.csv (or .csv.gz) with header source,question,answer,rating.
+            subsample: Number of training puzzles drawn (seeded) from train.csv; None uses all of them.
+            augmentations: Copies of each training puzzle, the first untouched and the rest randomly transformed.
+            val_size: Number of leading test-file rows used for validation.
+            test_size: Number of leading test-file rows used for testing and prediction; None uses all.
+            batch_size: Training batch size.
+            eval_batch_size: Batch size for validation, test and prediction; None uses batch_size.
+            num_workers: DataLoader worker processes.
+            seed: Seed of the subsample, the augmentations and the shuffling.
+            download: Fetch missing files from Hugging Face (needs the huggingface_hub package and network).
+        """
+        super().__init__(9, augmentations, batch_size, eval_batch_size, num_workers, seed)
+        if subsample is not None and subsample < 1:
+            raise ValueError(f"subsample must be >= 1 or None (all puzzles), got {subsample}")
+        self.data_dir = Path(data_dir)
+        self.subsample = subsample
+        self.val_size = val_size
+        self.test_size = test_size
+        self.download = download
+        self.save_hyperparameters()
+
+    def _find(self, name: str) -> Path | None:
+        """Return the path of `name`.csv or `name`.csv.gz in data_dir, if either exists."""
+        for suffix in (".csv", ".csv.gz"):
+            path = self.data_dir / f"{name}{suffix}"
+            if path.is_file():
+                return path
+        return None
+
+    def _missing(self) -> list[str]:
+        """Names of the CSV files not present in data_dir."""
+        return [name for name in ("train", "test") if self._find(name) is None]
+
+    def _download(self, names: list[str]) -> None:
+        """Fetch the named CSV files from Hugging Face into data_dir."""
+        try:
+            from huggingface_hub import hf_hub_download
+        except ImportError as err:
+            raise ImportError(
+                "download=true needs the huggingface_hub package: pip install huggingface_hub "
+                f"(or place train.csv and test.csv in {self.data_dir} yourself)"
+            ) from err
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            try:
+                hf_hub_download(
+                    repo_id=HF_REPO_ID, filename=f"{name}.csv", repo_type="dataset", local_dir=str(self.data_dir)
+                )
+            except Exception as err:
+                raise RuntimeError(
+                    f"could not download {name}.csv of the Hugging Face dataset {HF_REPO_ID} ({err}); check the "
+                    f"network, or download it by hand from https://huggingface.co/datasets/{HF_REPO_ID} and place "
+                    f"it at {self.data_dir / f'{name}.csv'}"
+                ) from err
+
+    def _ensure_files(self) -> None:
+        """Download missing files if allowed, else raise FileNotFoundError saying what to put where."""
+        missing = self._missing()
+        if missing and self.download:
+            self._download(missing)
+            missing = self._missing()
+        if missing:
+            expected = " and ".join(str(self.data_dir / f"{name}.csv") for name in missing)
+            raise FileNotFoundError(
+                f"Sudoku-Extreme data not found: expected {expected} (or .csv.gz). Get train.csv and test.csv from "
+                f"the Hugging Face dataset {HF_REPO_ID} (https://huggingface.co/datasets/{HF_REPO_ID}) into "
+                f"{self.data_dir}, or pass download=true"
+            )
+
+    def prepare_data(self) -> None:
+        """Download the CSV files when missing and allowed; otherwise check they exist."""
+        self._ensure_files()
+
+    def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Read the training subsample and the leading rows of the test file."""
+        self._ensure_files()
+        train_path, test_path = self._find("train"), self._find("test")
+        assert train_path is not None and test_path is not None
+        rows = None
+        if self.subsample is not None:
+            opener = gzip.open if train_path.suffix == ".gz" else open
+            with opener(train_path, "rb") as f:
+                n_rows = sum(1 for line in f if line.strip()) - 1
+            if self.subsample > n_rows:
+                raise ValueError(f"subsample={self.subsample} but {train_path} has only {n_rows} puzzles")
+            rows = np.sort(np.random.default_rng(self.seed).choice(n_rows, self.subsample, replace=False))
+        train = _read_grids(train_path, rows=rows)
+        limit = None if self.test_size is None else max(self.val_size, self.test_size)
+        test_q, test_a = _read_grids(test_path, limit=limit)
+        if len(test_q) == 0:
+            raise ValueError(f"{test_path} holds no puzzles")
+        n_test = len(test_q) if self.test_size is None else min(self.test_size, len(test_q))
+        return {
+            "train": train,
+            "val": (test_q[: self.val_size], test_a[: self.val_size]),
+            "test": (test_q[:n_test], test_a[:n_test]),
+        }
+
+
+class GeneratedSudoku(SudokuDataModule):
+    """Generated Sudoku puzzles with unique solutions (4x4, 6x6 or 9x9), cached as .npz under cache_dir.
+
+    The puzzles are generated once, deduplicated and split in order into disjoint train / val / test sets.
+    """
+
+    def __init__(
+        self,
+        size: int = 6,
+        givens: int | None = None,
+        train_size: int = 20000,
+        val_size: int = 1000,
+        test_size: int = 1000,
+        augmentations: int = 1,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = ".cache/rr",
+    ) -> None:
+        """Configure the generated-Sudoku datamodule.
+
+        Args:
+            size: Side of the grid: 4 (2x2 boxes), 6 (2x3 boxes) or 9 (3x3 boxes).
+            givens: Number of given cells per puzzle; None makes minimal puzzles (no given can be removed).
+            train_size: Number of training puzzles.
+            val_size: Number of validation puzzles.
+            test_size: Number of test puzzles.
+            augmentations: Copies of each training puzzle, the first untouched and the rest randomly transformed.
+            batch_size: Training batch size.
+            eval_batch_size: Batch size for validation, test and prediction; None uses batch_size.
+            num_workers: DataLoader worker processes.
+            seed: Seed of the generator, the augmentations and the shuffling.
+            cache_dir: Directory for the generated .npz (keyed by the generation settings); None disables caching.
+        """
+        super().__init__(size, augmentations, batch_size, eval_batch_size, num_workers, seed)
+        if givens is not None and not 0 < givens <= size * size:
+            raise ValueError(f"givens must be between 1 and {size * size} for {size}x{size}, or None; got {givens}")
+        for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.givens = givens
+        self.train_size = train_size
+        self.val_size = val_size
+        self.test_size = test_size
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self.save_hyperparameters()
+
+    @property
+    def cache_path(self) -> Path | None:
+        """The .npz file for these generation settings (None when caching is off)."""
+        if self.cache_dir is None:
+            return None
+        key = self._generation_key()
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+        givens = "min" if self.givens is None else self.givens
+        sizes = f"{self.train_size}-{self.val_size}-{self.test_size}"
+        return self.cache_dir / f"sudoku{self.size}_g{givens}_n{sizes}_s{self.seed}_{digest}.npz"
+
+    def _generation_key(self) -> dict[str, Any]:
+        """Every setting that changes the generated puzzles."""
+        return {
+            "format": _CACHE_FORMAT,
+            "size": self.size,
+            "givens": self.givens,
+            "train_size": self.train_size,
+            "val_size": self.val_size,
+            "test_size": self.test_size,
+            "seed": self.seed,
+        }
+
+    def _generate(self) -> tuple[np.ndarray, np.ndarray]:
+        """Generate enough distinct puzzles for all splits (extra rounds replace duplicates)."""
+        total = self.train_size + self.val_size + self.test_size
+        puzzles = np.zeros((0, self.seq_len), dtype=np.uint8)
+        solutions = puzzles.copy()
+        for attempt in range(20):
+            need = total - len(puzzles)
+            if need <= 0:
+                break
+            entropy = (self.seed,) if attempt == 0 else (self.seed, attempt)
+            count = need if attempt == 0 else need + need // 2 + 32
+            p, s = rules.generate(self.size, count, self.givens, _entropy=entropy)
+            puzzles, solutions = np.concatenate([puzzles, p]), np.concatenate([solutions, s])
+            _, first = np.unique(puzzles, axis=0, return_index=True)
+            keep = np.sort(first)
+            puzzles, solutions = puzzles[keep], solutions[keep]
+        if len(puzzles) < total:
+            raise ValueError(
+                f"could only make {len(puzzles)} distinct {self.size}x{self.size} puzzles, fewer than the {total} "
+                "requested; ask for fewer puzzles or a different size / givens"
+            )
+        return puzzles[:total], solutions[:total]
+
+    def _save(self, path: Path, puzzles: np.ndarray, solutions: np.ndarray) -> None:
+        """Write the cache atomically: a temporary file in the same directory, then os.replace."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, puzzles=puzzles, solutions=solutions, key=json.dumps(self._generation_key()))
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def _load_cache(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return the cached arrays when a cache file for these settings exists."""
+        path = self.cache_path
+        if path is None or not path.is_file():
+            return None
+        with np.load(path) as data:
+            if json.loads(str(data["key"])) != self._generation_key():
+                return None
+            return data["puzzles"], data["solutions"]
+
+    def prepare_data(self) -> None:
+        """Generate the puzzles and write the cache if it is not there yet."""
+        if self.cache_path is None or self._load_cache() is not None:
+            return
+        puzzles, solutions = self._generate()
+        self._save(self.cache_path, puzzles, solutions)
+        self._arrays = (puzzles, solutions)
+
+    def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Load (or generate) the puzzles and split them into train / val / test in order."""
+        arrays = self._arrays if self._arrays is not None else self._load_cache()
+        if arrays is None:
+            arrays = self._generate()
+            if self.cache_path is not None:
+                self._save(self.cache_path, *arrays)
+        puzzles, solutions = arrays
+        a, b = self.train_size, self.train_size + self.val_size
+        return {
+            "train": (puzzles[:a], solutions[:a]),
+            "val": (puzzles[a:b], solutions[a:b]),
+            "test": (puzzles[b:], solutions[b:]),
+        }

@@ -1,0 +1,164 @@
+"""Building blocks of the reasoning network: norm, SwiGLU, attention with RoPE, token mixing, post-norm blocks.
+
+Everything here follows section 2 of the reference spec: no biases, weightless RMSNorm in fp32, LeCun truncated-normal
+init, fused QKV and fused gate/up projections (so reference weights map one-to-one).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Mixer = Literal["attention", "mlp"]
+Positions = Literal["rope", "learned", "none"]
+
+
+def trunc_normal_(tensor: Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0) -> Tensor:
+    """Fill `tensor` from a normal truncated at [lower, upper] sigmas, rescaled so its std really is `std`."""
+    if std == 0:
+        return tensor.zero_()
+    sqrt2 = math.sqrt(2.0)
+    cdf_lo, cdf_hi = math.erf(lower / sqrt2), math.erf(upper / sqrt2)
+    z = (cdf_hi - cdf_lo) / 2
+    pdf_lo = math.exp(-0.5 * lower**2) / math.sqrt(2 * math.pi)
+    pdf_hi = math.exp(-0.5 * upper**2) / math.sqrt(2 * math.pi)
+    var = 1 - (upper * pdf_hi - lower * pdf_lo) / z - ((pdf_hi - pdf_lo) / z) ** 2
+    scale = std / math.sqrt(var)
+    with torch.no_grad():
+        tensor.uniform_(cdf_lo, cdf_hi)
+        tensor.erfinv_().mul_(sqrt2 * scale).clamp_(lower * scale, upper * scale)
+    return tensor
+
+
+def lecun_linear(in_features: int, out_features: int) -> nn.Linear:
+    """Bias-free linear layer initialised truncated-normal with std 1/sqrt(fan_in)."""
+    layer = nn.Linear(in_features, out_features, bias=False)
+    trunc_normal_(layer.weight, std=1.0 / math.sqrt(in_features))
+    return layer
+
+
+def rms_norm(x: Tensor, eps: float = 1e-5) -> Tensor:
+    """Weightless RMSNorm over the last axis, computed in fp32 and returned in the input dtype."""
+    h = x.float()
+    h = h * torch.rsqrt(h.square().mean(-1, keepdim=True) + eps)
+    return h.to(x.dtype)
+
+
+def swiglu_hidden(width: int, expansion: float) -> int:
+    """SwiGLU inner width: expansion * width * 2/3, rounded up to a multiple of 256 (512, 4 -> 1536)."""
+    base = round(expansion * width * 2 / 3)
+    return -(-base // 256) * 256
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)) with the gate and up projections fused in one matrix."""
+
+    def __init__(self, width: int, expansion: float) -> None:
+        super().__init__()
+        hidden = swiglu_hidden(width, expansion)
+        self.gate_up = lecun_linear(width, 2 * hidden)
+        self.down = lecun_linear(hidden, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotate-half RoPE tables for every position of the sequence, prefix tokens included."""
+
+    def __init__(self, head_dim: int, num_positions: int, base: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        angles = torch.outer(torch.arange(num_positions, dtype=torch.float32), inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)  # [S, head_dim]
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotate queries and keys laid out [B, S, H, head_dim], in fp32."""
+        cos, sin = self.cos[:, None, :], self.sin[:, None, :]  # [S, 1, hd]
+
+        def rotate(t: Tensor) -> Tensor:
+            t32 = t.float()
+            first, second = t32.chunk(2, dim=-1)
+            return (t32 * cos + torch.cat([-second, first], dim=-1) * sin).to(t.dtype)
+
+        return rotate(q), rotate(k)
+
+
+class Attention(nn.Module):
+    """Non-causal multi-head self-attention with a fused QKV projection, run by PyTorch SDPA."""
+
+    def __init__(self, width: int, num_heads: int, rotary: RotaryEmbedding | None) -> None:
+        super().__init__()
+        if width % num_heads:
+            raise ValueError(f"hidden_size {width} is not divisible by num_heads {num_heads}; pick sizes that divide.")
+        self.num_heads = num_heads
+        self.head_dim = width // num_heads
+        self.qkv = lecun_linear(width, 3 * width)
+        self.out = lecun_linear(width, width)
+        self.rotary = rotary
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, S, D = x.shape
+        q, k, v = self.qkv(x).view(B, S, 3, self.num_heads, self.head_dim).unbind(dim=2)  # each [B, S, H, hd]
+        if self.rotary is not None:
+            q, k = self.rotary(q, k)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, S, hd]
+        h = F.scaled_dot_product_attention(q, k, v, is_causal=False)
+        return self.out(h.transpose(1, 2).reshape(B, S, D))
+
+
+class Block(nn.Module):
+    """Post-norm block: h = norm(h + mix(h)); h = norm(h + swiglu(h)).
+
+    With token-MLP mixing the first norm is taken over the position axis, as in the reference `mlp_t` block.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        num_positions: int,
+        mixer: Mixer,
+        num_heads: int,
+        expansion: float,
+        eps: float,
+        rotary: RotaryEmbedding | None,
+    ) -> None:
+        super().__init__()
+        self.eps = eps
+        self.mixer_kind = mixer
+        if mixer == "attention":
+            self.mix: nn.Module = Attention(width, num_heads, rotary)
+        elif mixer == "mlp":
+            self.mix = SwiGLU(num_positions, expansion)  # acts along the sequence axis
+        else:
+            raise ValueError(f"unknown mixer {mixer!r}; choose 'attention' or 'mlp'.")
+        self.mlp = SwiGLU(width, expansion)
+
+    def forward(self, h: Tensor) -> Tensor:
+        if self.mixer_kind == "mlp":
+            t = h.transpose(1, 2)  # [B, D, S]
+            h = rms_norm(t + self.mix(t), self.eps).transpose(1, 2)  # token mixing; this norm is over positions
+        else:
+            h = rms_norm(h + self.mix(h), self.eps)
+        return rms_norm(h + self.mlp(h), self.eps)
+
+
+class ReasoningModule(nn.Module):
+    """A stack of blocks applied as f(state, injection) = blocks(state + injection)."""
+
+    def __init__(self, blocks: list[Block]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, state: Tensor, injection: Tensor) -> Tensor:
+        h = state + injection
+        for block in self.blocks:
+            h = block(h)
+        return h

@@ -1,0 +1,220 @@
+"""`RecursiveReasoner`: the LightningModule that owns the network, the strategy, the ACT carry and the loops.
+
+Training (reference-code semantics, spec section 3): one training step is one supervision segment for every slot of
+the batch and one optimiser step; the carry persists across batches, halted slots take the new batch's example.
+Evaluation: every example starts fresh and runs all N_sup segments (or stops early where the strategy says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from recursive_reasoning.losses import sequence_loss
+from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.optim import AdamATan2, OptimizerBundle, SignSGD, lr_lambda
+from strategies.base import Batch, Carry, Progress, RecursionStrategy
+from strategies.trm import TRM
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule (spec section 6).
+
+    Args:
+        lr: Peak learning rate of AdamATan2.
+        weight_decay: Decoupled weight decay of AdamATan2.
+        betas: Adam moment decay rates (b1, b2).
+        warmup_steps: Linear warmup from 0, in optimiser steps.
+        lr_min_ratio: Cosine decay to lr * lr_min_ratio at the last step; 1.0 keeps the lr constant after warmup.
+        puzzle_emb_lr: Learning rate of the SignSGD puzzle-embedding table (same warmup and schedule).
+        puzzle_emb_weight_decay: Decoupled weight decay of the puzzle-embedding table.
+    """
+
+    lr: float = 1e-4
+    weight_decay: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 2000
+    lr_min_ratio: float = 1.0
+    puzzle_emb_lr: float = 1e-4
+    puzzle_emb_weight_decay: float = 1.0
+
+
+class PuzzleMetrics(nn.Module):
+    """Means over finished examples: token accuracy, exact accuracy, q_halt accuracy, steps used."""
+
+    names = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics = nn.ModuleDict({name: MeanMetric() for name in self.names})
+
+    @staticmethod
+    def values(token_accuracy: Tensor, exact: Tensor, halt_logits: Tensor, steps: Tensor) -> dict[str, Tensor]:
+        """Per-example metric values [B'] of finished examples."""
+        return {
+            "accuracy": token_accuracy.float(),
+            "exact_accuracy": exact.float(),
+            "q_halt_accuracy": ((halt_logits >= 0) == exact).float(),
+            "steps": steps.float(),
+        }
+
+    def update(self, token_accuracy: Tensor, exact: Tensor, halt_logits: Tensor, steps: Tensor) -> None:
+        """Add a batch of finished examples (all tensors [B'])."""
+        for name, value in self.values(token_accuracy, exact, halt_logits, steps).items():
+            self.metrics[name].update(value)
+
+
+class RecursiveReasoner(L.LightningModule):
+    """A recursive reasoning model: a `ReasoningNetwork` driven by a swappable `RecursionStrategy`.
+
+    Args:
+        strategy: The recursion method (class_path + init_args in YAML), e.g. strategies.TRM.
+        network: Architecture hyperparameters.
+        optim: Optimiser and learning-rate schedule.
+        vocab_size: Token ids of the task (linked from the data module).
+        seq_len: Tokens per example (linked from the data module).
+        num_puzzle_ids: Rows of the puzzle-embedding table (linked from the data module).
+    """
+
+    def __init__(
+        self,
+        strategy: RecursionStrategy | None = None,
+        network: NetworkConfig | None = None,
+        optim: OptimConfig | None = None,
+        vocab_size: int = 11,
+        seq_len: int = 81,
+        num_puzzle_ids: int = 1,
+    ) -> None:
+        super().__init__()
+        self.strategy = strategy if strategy is not None else TRM()
+        self.network_config = network if network is not None else NetworkConfig()
+        self.optim_config = optim if optim is not None else OptimConfig()
+        self.save_hyperparameters({"strategy": self.strategy, "network": self.network_config,
+                                   "optim": self.optim_config, "vocab_size": vocab_size, "seq_len": seq_len,
+                                   "num_puzzle_ids": num_puzzle_ids})
+        self.net = ReasoningNetwork(self.network_config, vocab_size, seq_len, num_puzzle_ids)
+        self.carry: Carry | None = None
+        self.val_metrics = PuzzleMetrics()
+        self.test_metrics = PuzzleMetrics()
+
+    # --- progress ----------------------------------------------------------------------------------------------
+
+    def progress(self) -> Progress:
+        """Optimiser steps taken and the planned total, from the trainer when attached."""
+        total = None
+        if self._trainer is not None:
+            max_steps = self.trainer.max_steps
+            if max_steps and max_steps > 0:
+                total = max_steps
+            else:
+                estimate = self.trainer.estimated_stepping_batches
+                total = int(estimate) if estimate not in (None, float("inf")) and estimate > 0 else None
+            return Progress(self.trainer.global_step, total)
+        return Progress(0, total)
+
+    # --- training ----------------------------------------------------------------------------------------------
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        strategy, progress = self.strategy, self.progress()
+        size = batch["inputs"].shape[0]
+        if self.carry is None or self.carry.steps.shape[0] != size or self.carry.steps.device != self.device:
+            self.carry = strategy.initial_carry(self.net, batch)
+        carry = strategy.refresh(self.net, self.carry, batch)
+        out = strategy.run_segment(self.net, carry, progress, training=True)
+        loss = strategy.loss(self.net, carry, out, progress)
+        self.carry = strategy.advance(carry, out, training=True)
+
+        finished = self.carry.halted
+        if finished.any():  # metrics over the examples that finished in this step, as the reference reports them
+            values = PuzzleMetrics.values(
+                loss.token_accuracy[finished], loss.exact[finished], out.halt_logits[finished].detach(),
+                self.carry.steps[finished],
+            )
+            for name, value in values.items():
+                self.log(f"train/{name}", value.mean(), on_step=True, on_epoch=False)
+        for name, value in loss.terms.items():
+            self.log(f"train/{name}", value.detach() / size, on_step=True, on_epoch=False)
+        total = loss.total / size
+        self.log("train/loss", total.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        return total
+
+    # --- evaluation --------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def solve(self, batch: Batch, early_exit: bool | None = None) -> dict[str, Tensor]:
+        """Run every example from the initial states through all segments; returns the answer per slot.
+
+        Args:
+            batch: inputs [B, L], labels [B, L] and puzzle_ids [B].
+            early_exit: Freeze each example at its first segment where the strategy's halting rule fires;
+                None uses the strategy's `eval_early_exit`.
+
+        Returns:
+            logits [B, L, V], halt_logits [B], steps [B] (segments used), per-slot.
+        """
+        strategy, progress = self.strategy, self.progress()
+        early_exit = strategy.eval_early_exit if early_exit is None else early_exit
+        carry = strategy.refresh(self.net, strategy.initial_carry(self.net, batch), batch)
+        size = batch["inputs"].shape[0]
+        done = torch.zeros(size, dtype=torch.bool, device=batch["inputs"].device)
+        logits = halt = steps = None
+        for _ in range(strategy.supervision_steps):
+            out = strategy.run_segment(self.net, carry, progress, training=False)
+            carry = strategy.advance(carry, out, training=False)
+            if logits is None:
+                logits, halt, steps = out.logits, out.halt_logits, carry.steps.clone()
+            else:
+                live = ~done
+                logits = torch.where(live.view(-1, 1, 1), out.logits, logits)
+                halt = torch.where(live, out.halt_logits, halt)
+                steps = torch.where(live, carry.steps, steps)
+            if early_exit:
+                done = done | strategy.halt_signal(out)
+                if bool(done.all()):
+                    break
+        return {"logits": logits, "halt_logits": halt, "steps": steps}
+
+    def _evaluation_step(self, batch: Batch, metrics: PuzzleMetrics, stage: str) -> None:
+        result = self.solve(batch)
+        per_seq, exact, token_acc = sequence_loss(result["logits"], batch["labels"], self.strategy.loss_type)
+        metrics.update(token_acc, exact, result["halt_logits"], result["steps"])
+        size = batch["inputs"].shape[0]
+        self.log(f"{stage}/lm_loss", per_seq.mean(), on_epoch=True, batch_size=size, sync_dist=True)
+        for name, metric in metrics.metrics.items():
+            self.log(f"{stage}/{name}", metric, on_epoch=True, batch_size=size, prog_bar=name == "exact_accuracy")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluation_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluation_step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        result = self.solve(batch)
+        return {"predictions": result["logits"].argmax(-1), "halt_logits": result["halt_logits"],
+                "steps": result["steps"]}
+
+    # --- optimisation ------------------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        c = self.optim_config
+        table = self.net.puzzle_embedding.weight if self.net.prefix_len else None
+        dense = [p for p in self.net.parameters() if p is not table and p.requires_grad]
+        members: list[torch.optim.Optimizer] = [AdamATan2(dense, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)]
+        if table is not None:
+            members.append(SignSGD([table], lr=c.puzzle_emb_lr, weight_decay=c.puzzle_emb_weight_decay))
+        optimizer = OptimizerBundle(members)
+        total = self.progress().total
+        if c.lr_min_ratio != 1.0 and total is None:
+            raise ValueError("optim.lr_min_ratio < 1 (cosine decay) needs a known total: set trainer.max_steps.")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_lambda(step, c.warmup_steps, total, c.lr_min_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+

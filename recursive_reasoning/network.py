@@ -1,0 +1,165 @@
+"""The reasoning network: embeddings, the latent and answer update modules, and the two heads.
+
+The network knows shapes and layers only. How often `latent_step` and `answer_step` are called, and which calls
+carry gradient, is decided by a `strategies.RecursionStrategy`; halting is decided there too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recursive_reasoning.layers import (
+    Block,
+    Mixer,
+    Positions,
+    ReasoningModule,
+    RotaryEmbedding,
+    lecun_linear,
+    trunc_normal_,
+)
+
+
+@dataclass
+class NetworkConfig:
+    """Architecture hyperparameters (the task's vocabulary and length come from the data module).
+
+    Args:
+        hidden_size: Width D of every token state.
+        num_heads: Attention heads (head_dim = hidden_size / num_heads); unused with token-MLP mixing.
+        expansion: SwiGLU expansion factor; the inner width is expansion * width * 2/3 rounded up to 256.
+        num_layers: Blocks in the latent-update module (and in the answer module when shared).
+        answer_layers: Blocks in a separate answer-update module; None uses num_layers.
+        shared: One module for both the latent and the answer update (TRM) or two separate ones (HRM).
+        mixer: Sequence mixing: 'attention' (SDPA) or 'mlp' (SwiGLU along the sequence axis).
+        positions: Position encoding: 'rope', 'learned' or 'none'.
+        puzzle_emb_len: Prefix tokens that carry the puzzle embedding (TRM 16, HRM 1); 0 disables it.
+        puzzle_emb_dim: Width of the puzzle-embedding vector (spread over the prefix tokens); None means hidden_size.
+        rms_norm_eps: Epsilon of the weightless RMSNorm.
+        rope_theta: RoPE base.
+    """
+
+    hidden_size: int = 512
+    num_heads: int = 8
+    expansion: float = 4.0
+    num_layers: int = 2
+    answer_layers: int | None = None
+    shared: bool = True
+    mixer: Mixer = "mlp"
+    positions: Positions = "none"
+    puzzle_emb_len: int = 16
+    puzzle_emb_dim: int | None = None
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+
+
+class ReasoningNetwork(nn.Module):
+    """Embeds a batch, updates latent and answer states, and decodes answers and halt logits.
+
+    Args:
+        config: Architecture hyperparameters.
+        vocab_size: Number of token ids (PAD included).
+        seq_len: Number of puzzle tokens L (prefix tokens come on top).
+        num_puzzle_ids: Rows of the puzzle-embedding table.
+    """
+
+    def __init__(self, config: NetworkConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int = 1) -> None:
+        super().__init__()
+        c = config
+        if c.puzzle_emb_len < 0 or num_puzzle_ids < 1:
+            raise ValueError("puzzle_emb_len must be >= 0 and num_puzzle_ids >= 1.")
+        self.config = c
+        self.vocab_size, self.seq_len = vocab_size, seq_len
+        self.hidden_size = D = c.hidden_size
+        self.prefix_len = c.puzzle_emb_len
+        self.num_positions = seq_len + self.prefix_len
+        self.embed_scale = math.sqrt(D)
+
+        self.token_embedding = nn.Embedding(vocab_size, D)
+        trunc_normal_(self.token_embedding.weight, std=1.0 / math.sqrt(D))
+        self.puzzle_emb_dim = 0
+        if self.prefix_len > 0:
+            self.puzzle_emb_dim = c.puzzle_emb_dim if c.puzzle_emb_dim is not None else D
+            if not 0 < self.puzzle_emb_dim <= self.prefix_len * D:
+                raise ValueError(
+                    f"puzzle_emb_dim {self.puzzle_emb_dim} must fit in {self.prefix_len} prefix tokens of width {D}."
+                )
+            # Sparse gradients: only the rows of the batch's puzzles get a gradient (SignSGD updates only those).
+            self.puzzle_embedding = nn.Embedding(num_puzzle_ids, self.puzzle_emb_dim, sparse=True)
+            nn.init.zeros_(self.puzzle_embedding.weight)
+        self.position_embedding: nn.Embedding | None = None
+        if c.positions == "learned":
+            self.position_embedding = nn.Embedding(self.num_positions, D)
+            trunc_normal_(self.position_embedding.weight, std=1.0 / math.sqrt(D))
+        rotary = None
+        if c.positions == "rope":
+            if c.mixer != "attention":
+                raise ValueError("positions='rope' needs mixer='attention'; token-MLP mixing uses positions='none'.")
+            rotary = RotaryEmbedding(D // c.num_heads, self.num_positions, c.rope_theta)
+        elif c.positions not in ("learned", "none"):
+            raise ValueError(f"unknown positions {c.positions!r}; choose 'rope', 'learned' or 'none'.")
+
+        def stack(layers: int) -> ReasoningModule:
+            return ReasoningModule(
+                [
+                    Block(D, self.num_positions, c.mixer, c.num_heads, c.expansion, c.rms_norm_eps, rotary)
+                    for _ in range(layers)
+                ]
+            )
+
+        self.latent_module = stack(c.num_layers)
+        self.answer_module = None if c.shared else stack(c.answer_layers or c.num_layers)
+
+        self.lm_head = lecun_linear(D, vocab_size)
+        self.q_head = nn.Linear(D, 2, bias=True)
+        with torch.no_grad():
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5.0)
+
+        self.register_buffer("y_init", trunc_normal_(torch.empty(D), std=1.0))
+        self.register_buffer("z_init", trunc_normal_(torch.empty(D), std=1.0))
+
+    def initial_states(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        """Fixed starting answer and latent states, each [B, S, D] (S = prefix + sequence)."""
+        shape = (batch_size, self.num_positions, self.hidden_size)
+        return self.y_init.expand(shape), self.z_init.expand(shape)
+
+    def embed(self, inputs: Tensor, puzzle_ids: Tensor) -> Tensor:
+        """Embed tokens [B, L] and puzzle ids [B] into x [B, S, D], puzzle prefix first, scaled by sqrt(D)."""
+        if inputs.shape[-1] != self.seq_len:
+            raise ValueError(f"inputs have length {inputs.shape[-1]}, the network was built for {self.seq_len}.")
+        x = self.token_embedding(inputs)  # [B, L, D]
+        if self.prefix_len:
+            puzzle = self.puzzle_embedding(puzzle_ids)  # [B, puzzle_emb_dim]
+            pad = self.prefix_len * self.hidden_size - self.puzzle_emb_dim
+            prefix = F.pad(puzzle, (0, pad)).view(-1, self.prefix_len, self.hidden_size).to(x.dtype)
+            x = torch.cat([prefix, x], dim=1)  # [B, S, D]
+        if self.position_embedding is not None:
+            x = (x + self.position_embedding.weight.to(x.dtype)) * (0.5**0.5)
+        return x * self.embed_scale
+
+    def latent_step(self, z: Tensor, y: Tensor, x: Tensor) -> Tensor:
+        """One latent update z = f(z, y + x): the input is injected here only."""
+        return self.latent_module(z, y + x)
+
+    def answer_step(self, y: Tensor, z: Tensor) -> Tensor:
+        """One answer update y = f(y, z)."""
+        module = self.latent_module if self.answer_module is None else self.answer_module
+        return module(y, z)
+
+    def decode(self, y: Tensor) -> Tensor:
+        """Token logits [B, L, V] in fp32 from the answer state, prefix positions dropped."""
+        return self.lm_head(y[:, self.prefix_len :]).float()
+
+    def halt_logits(self, y: Tensor) -> Tensor:
+        """Halt and continue logits [B, 2] in fp32 from the answer state's first position."""
+        return self.q_head(y[:, 0]).float()
+
+    def num_parameters(self, include_puzzle_embedding: bool = False) -> int:
+        """Trainable parameters; the puzzle-embedding table is left out by default, as the papers count."""
+        skip = set() if include_puzzle_embedding or not self.prefix_len else {id(self.puzzle_embedding.weight)}
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)

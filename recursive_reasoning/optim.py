@@ -1,0 +1,237 @@
+"""Optimiser and learning-rate schedule of the recursive reasoning models.
+
+:class:`AdamATan2` is a plain PyTorch version of the Adam-atan2 update used by the reference code (whose public
+package is a CUDA-only extension): Adam with the ``m / (sqrt(v) + eps)`` ratio replaced by ``atan2(m, sqrt(v))``,
+so there is no epsilon, and with decoupled weight decay. :func:`lr_lambda` is the multiplicative factor of the
+reference schedule: linear warmup from 0, then constant or cosine decay to a minimum ratio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+class AdamATan2(torch.optim.Optimizer):
+    """Adam with an atan2 update and decoupled weight decay, no epsilon.
+
+    At step ``t`` (starting at 1), for every parameter ``p`` with gradient ``g``::
+
+        p  <- p * (1 - lr * wd)
+        m  <- b1 * m + (1 - b1) * g
+        v  <- b2 * v + (1 - b2) * g^2
+        p  <- p - lr / (1 - b1^t) * atan2(m, sqrt(v / (1 - b2^t)))
+
+    Parameters in bfloat16 or float16 keep their moments in float32 and are updated in float32 before being
+    written back.
+
+    Args:
+        params: Iterable of parameters or of parameter-group dicts.
+        lr: Learning rate, a float or a 0-dim tensor.
+        betas: Decay rates ``(b1, b2)`` of the first and second moments.
+        weight_decay: Decoupled weight decay coefficient.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float | Tensor = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.0,
+    ) -> None:
+        if isinstance(lr, Tensor) and lr.numel() != 1:
+            raise ValueError("AdamATan2: a tensor lr must hold a single value.")
+        if float(lr) < 0.0:
+            raise ValueError(f"AdamATan2: invalid learning rate {float(lr)}; it must be >= 0.")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"AdamATan2: invalid betas {betas}; each must be in [0, 1).")
+        if weight_decay < 0.0:
+            raise ValueError(f"AdamATan2: invalid weight_decay {weight_decay}; it must be >= 0.")
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float | Tensor] | None = None) -> float | Tensor | None:
+        """Performs one optimisation step.
+
+        Args:
+            closure: Optional callable that re-evaluates the model and returns the loss.
+
+        Returns:
+            The loss returned by ``closure``, or None.
+
+        Raises:
+            RuntimeError: If a parameter has a sparse gradient.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        for group in self.param_groups:
+            lr = group["lr"]
+            beta1, beta2 = group["betas"]
+            weight_decay = group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        "AdamATan2 does not support sparse gradients; train sparse tables (e.g. puzzle "
+                        "embeddings) with a dedicated sparse optimiser."
+                    )
+                self._update_param(p, lr, beta1, beta2, weight_decay)
+        return loss
+
+    def _update_param(self, p: Tensor, lr: float | Tensor, beta1: float, beta2: float, weight_decay: float) -> None:
+        """Applies the AdamATan2 update to one parameter in place."""
+        compute_dtype = torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(p, dtype=compute_dtype, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, dtype=compute_dtype, memory_format=torch.preserve_format)
+
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        state["step"] += 1
+        t = int(state["step"].item())
+        grad = p.grad.to(compute_dtype)
+        value = p.to(compute_dtype)
+
+        value.mul_(1 - lr * weight_decay)
+        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+
+        bias_correction1 = 1 - beta1**t
+        bias_correction2 = 1 - beta2**t
+        denom = (exp_avg_sq / bias_correction2).sqrt_()
+        value.sub_(torch.atan2(exp_avg, denom).mul_(lr / bias_correction1))
+
+        if value is not p:
+            p.copy_(value)
+
+
+def lr_lambda(step: int, warmup_steps: int, total_steps: int | None, min_ratio: float = 1.0) -> float:
+    """Learning-rate factor: linear warmup from 0, then cosine decay from 1 to ``min_ratio``.
+
+    Args:
+        step: Current optimiser step (0-based).
+        warmup_steps: Number of warmup steps; the factor is ``step / max(1, warmup_steps)`` before it ends.
+        total_steps: Total number of steps; the cosine reaches ``min_ratio`` there and stays. May be None only
+            when ``min_ratio == 1.0`` (constant after warmup).
+        min_ratio: Final factor of the cosine decay; 1.0 gives a constant rate after warmup.
+
+    Returns:
+        The multiplicative factor applied to the base learning rate.
+
+    Raises:
+        ValueError: If ``total_steps`` is None while ``min_ratio != 1.0`` (checked at every step, warmup included).
+    """
+    if total_steps is None and min_ratio != 1.0:
+        raise ValueError(
+            f"lr_lambda: total_steps is required for a cosine decay (min_ratio={min_ratio}); "
+            "pass total_steps or use min_ratio=1.0 for a constant rate after warmup."
+        )
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    if total_steps is None or min_ratio == 1.0:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class SignSGD(torch.optim.Optimizer):
+    """Sign descent with decoupled weight decay for sparse tables: w <- w * (1 - lr * wd) - lr * sign(g).
+
+    Built for the puzzle-embedding table: with a sparse gradient only the rows present in the batch are touched
+    (decay included), and gradients of repeated ids are summed before the sign. Dense gradients update every row.
+
+    Args:
+        params: Iterable of parameters or of parameter-group dicts.
+        lr: Learning rate.
+        weight_decay: Decoupled weight decay coefficient.
+    """
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1e-4, weight_decay: float = 0.0):
+        if lr < 0.0 or weight_decay < 0.0:
+            raise ValueError(f"SignSGD: lr and weight_decay must be >= 0, got {lr} and {weight_decay}.")
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float | Tensor] | None = None) -> float | Tensor | None:
+        """Performs one optimisation step."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, decay = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    grad = p.grad.coalesce()  # sums the gradients of repeated ids
+                    rows = grad.indices()[0]
+                    p[rows] = p[rows] * (1 - lr * decay) - lr * grad.values().sign().to(p.dtype)
+                else:
+                    p.mul_(1 - lr * decay).sub_(p.grad.sign(), alpha=lr)
+        return loss
+
+
+class OptimizerBundle(torch.optim.Optimizer):
+    """Several optimisers stepped as one, so Lightning's automatic optimisation and one LR scheduler drive them all.
+
+    `param_groups` is the concatenation of the members' groups (a scheduler scales each group's lr), and the state
+    dict keeps each member's own state dict.
+
+    Args:
+        optimizers: The member optimisers, each over its own parameters.
+    """
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+        self.param_groups = [group for opt in optimizers for group in opt.param_groups]
+        self.defaults = {}
+        self._optimizer_step_pre_hooks = {}
+        self._optimizer_step_post_hooks = {}
+        self._optimizer_state_dict_pre_hooks = {}
+        self._optimizer_state_dict_post_hooks = {}
+        self._optimizer_load_state_dict_pre_hooks = {}
+        self._optimizer_load_state_dict_post_hooks = {}
+
+    @property
+    def state(self) -> dict[Tensor, Any]:  # type: ignore[override]
+        """The members' per-parameter states, merged (read-only view)."""
+        return {p: s for opt in self.optimizers for p, s in opt.state.items()}
+
+    def step(self, closure: Callable[[], float | Tensor] | None = None) -> float | Tensor | None:
+        """Evaluates the closure once, then steps every member."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for opt in self.optimizers:
+            opt.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"members": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        members = state_dict.get("members")
+        if members is None or len(members) != len(self.optimizers):
+            raise ValueError(
+                f"optimizer state holds {0 if members is None else len(members)} members, expected "
+                f"{len(self.optimizers)}; the checkpoint was written with a different optimiser set-up."
+            )
+        for opt, sd in zip(self.optimizers, members):
+            opt.load_state_dict(sd)

@@ -1,0 +1,6 @@
+"""Recursion strategies: how a method unrolls a segment, what it is trained on, and when it halts."""
+
+from strategies.base import Carry, LossOutput, Progress, RecursionStrategy, SegmentOutput
+from strategies.trm import TRM
+
+__all__ = ["Carry", "LossOutput", "Progress", "RecursionStrategy", "SegmentOutput", "TRM"]

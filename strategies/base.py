@@ -1,0 +1,202 @@
+"""The contract every recursion method follows: how a segment is unrolled, the loss, the halting rule, the carry.
+
+A strategy holds hyperparameters only, never weights. The LightningModule owns the training and evaluation loops and
+calls the strategy's hooks; training progress is passed in explicitly (`Progress`) so curricula need no trainer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recursive_reasoning.losses import sequence_loss
+from recursive_reasoning.network import ReasoningNetwork
+
+Batch = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands: optimiser steps taken and the planned total (None when unknown)."""
+
+    step: int
+    total: int | None = None
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of training done in [0, 1]; needs a known total."""
+        if not self.total or self.total <= 0:
+            raise ValueError(
+                "this strategy needs the total number of training steps; set trainer.max_steps (or a finite "
+                "max_epochs with a sized data set)."
+            )
+        return min(1.0, self.step / self.total)
+
+
+@dataclass
+class Carry:
+    """Per-slot state that persists across segments (and, in training, across batches).
+
+    Attributes:
+        y: Answer state [B, S, D].
+        z: Latent state [B, S, D].
+        steps: Supervision segments run on the slot's current example [B] int32.
+        halted: Whether the slot is finished and takes a new example at the next refresh [B] bool.
+        batch: The example held in each slot (inputs, labels, puzzle_ids), [B, ...] each.
+    """
+
+    y: Tensor
+    z: Tensor
+    steps: Tensor
+    halted: Tensor
+    batch: Batch
+
+
+@dataclass
+class SegmentOutput:
+    """What one supervision segment produced: the new states (with gradient where declared) and the heads."""
+
+    y: Tensor
+    z: Tensor
+    logits: Tensor  # [B, L, V] fp32
+    halt_logits: Tensor  # [B] fp32
+    continue_logits: Tensor  # [B] fp32
+
+
+@dataclass
+class LossOutput:
+    """Summed losses (divide by the batch size to get the optimised loss) and per-slot facts used by metrics."""
+
+    total: Tensor  # scalar, summed over the batch
+    terms: dict[str, Tensor]  # named loss terms, each summed over the batch
+    exact: Tensor  # [B] bool, the sequence is exactly right
+    token_accuracy: Tensor  # [B] float
+
+
+class RecursionStrategy(ABC):
+    """Base class of recursion methods (TRM, HRM, ...): hyperparameters and the rules of one segment.
+
+    Args:
+        supervision_steps: Supervision segments per example (N_sup); evaluation runs all of them.
+        halt_exploration: Probability that a slot draws a minimum step count in [2, N_sup] before it may halt.
+        loss_type: Token cross-entropy: 'stablemax' (float64, the reference default) or 'softmax'.
+        halt_loss_weight: Weight of the halt (and continue) BCE terms in the total loss.
+        eval_early_exit: At evaluation, stop each example at the first segment where the halting rule fires.
+    """
+
+    def __init__(
+        self,
+        supervision_steps: int = 16,
+        halt_exploration: float = 0.1,
+        loss_type: Literal["stablemax", "softmax"] = "stablemax",
+        halt_loss_weight: float = 0.5,
+        eval_early_exit: bool = False,
+    ) -> None:
+        if supervision_steps < 1:
+            raise ValueError(f"supervision_steps must be >= 1, got {supervision_steps}.")
+        if not 0.0 <= halt_exploration <= 1.0:
+            raise ValueError(f"halt_exploration is a probability in [0, 1], got {halt_exploration}.")
+        if loss_type not in ("stablemax", "softmax"):
+            raise ValueError(f"unknown loss_type {loss_type!r}; choose 'stablemax' or 'softmax'.")
+        self.supervision_steps = supervision_steps
+        self.halt_exploration = halt_exploration
+        self.loss_type = loss_type
+        self.halt_loss_weight = halt_loss_weight
+        self.eval_early_exit = eval_early_exit
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+    # --- carry -------------------------------------------------------------------------------------------------
+
+    def initial_carry(self, net: ReasoningNetwork, batch: Batch) -> Carry:
+        """A carry with every slot halted, so the first refresh loads the whole batch from the initial states."""
+        size = batch["inputs"].shape[0]
+        y, z = net.initial_states(size)
+        device = batch["inputs"].device
+        return Carry(
+            y=y,
+            z=z,
+            steps=torch.zeros(size, dtype=torch.int32, device=device),
+            halted=torch.ones(size, dtype=torch.bool, device=device),
+            batch={k: v.clone() for k, v in batch.items()},
+        )
+
+    def refresh(self, net: ReasoningNetwork, carry: Carry, batch: Batch) -> Carry:
+        """Halted slots restart from the initial states at step 0 with the new batch's example in the same slot."""
+        reset = carry.halted
+        y0, z0 = net.initial_states(reset.shape[0])
+        states = reset.view(-1, 1, 1)
+        return Carry(
+            y=torch.where(states, y0, carry.y),
+            z=torch.where(states, z0, carry.z),
+            steps=torch.where(reset, torch.zeros_like(carry.steps), carry.steps),
+            halted=carry.halted,
+            batch={k: torch.where(reset.view(-1, *[1] * (v.dim() - 1)), batch[k], v) for k, v in carry.batch.items()},
+        )
+
+    # --- one segment -------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def recurse(self, net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, progress: Progress, training: bool):
+        """Unroll one segment's recursion from (y, z) with input x; return the new (y, z).
+
+        This is where a method says how many latent and answer updates run and which of them carry gradient.
+        """
+
+    def run_segment(self, net: ReasoningNetwork, carry: Carry, progress: Progress, training: bool) -> SegmentOutput:
+        """Embed the slots' examples, recurse once, and read the heads."""
+        x = net.embed(carry.batch["inputs"], carry.batch["puzzle_ids"])
+        y, z = self.recurse(net, carry.y, carry.z, x, progress, training)
+        q = net.halt_logits(y)
+        return SegmentOutput(y=y, z=z, logits=net.decode(y), halt_logits=q[:, 0], continue_logits=q[:, 1])
+
+    # --- loss --------------------------------------------------------------------------------------------------
+
+    def loss(self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress) -> LossOutput:
+        """lm loss (per-sequence mean over valid tokens) + weight * BCE(halt, exact), all summed over the batch."""
+        per_seq, exact, token_acc = sequence_loss(out.logits, carry.batch["labels"], self.loss_type)
+        halt = F.binary_cross_entropy_with_logits(out.halt_logits, exact.to(out.halt_logits.dtype), reduction="none")
+        terms = {"lm_loss": per_seq, "q_halt_loss": halt}
+        terms.update(self.extra_loss_terms(net, carry, out, progress))
+        weights = self.sample_weights(carry, progress)
+        if weights is not None:
+            terms = {k: v * weights.to(v.dtype) for k, v in terms.items()}
+        summed = {k: v.sum() for k, v in terms.items()}
+        halt_terms = sum(v for k, v in summed.items() if k != "lm_loss")
+        total = summed["lm_loss"] + self.halt_loss_weight * halt_terms
+        return LossOutput(total=total, terms=summed, exact=exact, token_accuracy=token_acc)
+
+    def extra_loss_terms(
+        self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress
+    ) -> dict[str, Tensor]:
+        """Further per-slot halting terms [B] (HRM's continue loss); none by default."""
+        return {}
+
+    def sample_weights(self, carry: Carry, progress: Progress) -> Tensor | None:
+        """Per-slot loss weights [B] (CGAR's supervision weighting); None means all ones."""
+        return None
+
+    # --- halting -----------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def halt_signal(self, out: SegmentOutput) -> Tensor:
+        """The method's own halting rule [B] bool, used in training and by early exit at evaluation."""
+
+    def advance(self, carry: Carry, out: SegmentOutput, training: bool) -> Carry:
+        """Count the segment, decide which slots halt, and detach the states for the next segment."""
+        steps = carry.steps + 1
+        halted = steps >= self.supervision_steps
+        if training and self.supervision_steps > 1:
+            halted = halted | self.halt_signal(out)
+            if self.halt_exploration > 0:
+                explore = torch.rand(steps.shape, device=steps.device) < self.halt_exploration
+                floor = torch.randint_like(steps, 2, self.supervision_steps + 1)
+                halted = halted & (steps >= torch.where(explore, floor, torch.zeros_like(floor)))
+        return replace(carry, y=out.y.detach(), z=out.z.detach(), steps=steps, halted=halted)

@@ -1,0 +1,63 @@
+"""TRM: one shared module, T-1 recursion cycles without gradient, then one cycle with full gradient; BCE halting."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from recursive_reasoning.network import ReasoningNetwork
+from strategies.base import Progress, RecursionStrategy, SegmentOutput
+
+
+class TRM(RecursionStrategy):
+    """Tiny Recursive Model (spec section 4): a cycle is n latent updates z = f(z, y + x) then y = f(y, z).
+
+    Args:
+        cycles: T, recursion cycles per segment (H_cycles); the first T-1 run without gradient.
+        latent_steps: n, latent updates per cycle (L_cycles).
+        supervision_steps: Supervision segments per example (N_sup).
+        halt_exploration: Probability that a slot must run a random minimum of [2, N_sup] segments.
+        loss_type: Token cross-entropy: 'stablemax' or 'softmax'.
+        halt_loss_weight: Weight of the halt BCE term.
+        eval_early_exit: At evaluation, stop each example at its first segment with q_halt > 0.
+    """
+
+    def __init__(
+        self,
+        cycles: int = 3,
+        latent_steps: int = 6,
+        supervision_steps: int = 16,
+        halt_exploration: float = 0.1,
+        loss_type: Literal["stablemax", "softmax"] = "stablemax",
+        halt_loss_weight: float = 0.5,
+        eval_early_exit: bool = False,
+    ) -> None:
+        super().__init__(supervision_steps, halt_exploration, loss_type, halt_loss_weight, eval_early_exit)
+        if cycles < 1 or latent_steps < 1:
+            raise ValueError(f"cycles and latent_steps must be >= 1, got {cycles} and {latent_steps}.")
+        self.cycles = cycles
+        self.latent_steps = latent_steps
+
+    def depth(self, progress: Progress, training: bool) -> tuple[int, int]:
+        """(T, n) used for a segment; fixed for TRM, a curriculum for subclasses such as CGAR."""
+        return self.cycles, self.latent_steps
+
+    def cycle(self, net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, latent_steps: int) -> tuple[Tensor, Tensor]:
+        """n latent updates with the input injected, then one answer update."""
+        for _ in range(latent_steps):
+            z = net.latent_step(z, y, x)
+        return net.answer_step(y, z), z
+
+    def recurse(
+        self, net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, progress: Progress, training: bool
+    ) -> tuple[Tensor, Tensor]:
+        cycles, latent_steps = self.depth(progress, training)
+        with torch.no_grad():
+            for _ in range(cycles - 1):
+                y, z = self.cycle(net, y, z, x, latent_steps)
+        return self.cycle(net, y, z, x, latent_steps)
+
+    def halt_signal(self, out: SegmentOutput) -> Tensor:
+        return out.halt_logits > 0

@@ -1,0 +1,163 @@
+"""Tests of the AdamATan2 optimiser and the warmup / cosine learning-rate factor."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from recursive_reasoning.optim import AdamATan2, lr_lambda
+
+
+def _reference_steps(
+    p0: list[float], grads: list[list[float]], lr: float, b1: float, b2: float, wd: float
+) -> list[list[float]]:
+    """The AdamATan2 formula element by element in plain Python; returns the parameter after each step."""
+    p = list(p0)
+    m = [0.0] * len(p)
+    v = [0.0] * len(p)
+    history = []
+    for t, g in enumerate(grads, start=1):
+        bc1 = 1 - b1**t
+        bc2 = 1 - b2**t
+        for i in range(len(p)):
+            p[i] = p[i] * (1 - lr * wd)
+            m[i] = b1 * m[i] + (1 - b1) * g[i]
+            v[i] = b2 * v[i] + (1 - b2) * g[i] ** 2
+            p[i] = p[i] - (lr / bc1) * math.atan2(m[i], math.sqrt(v[i] / bc2))
+        history.append(list(p))
+    return history
+
+
+P0 = [0.5, -1.0, 2.0, 0.0]
+GRADS = [[0.1, -0.2, 0.0, 3.0], [0.3, 0.1, -0.5, -3.0], [-0.2, 0.0, 0.5, 1.0]]
+
+
+@pytest.mark.parametrize("wd", [0.0, 1.0])
+@pytest.mark.parametrize("lr", [1e-2, torch.tensor(1e-2, dtype=torch.float64)])
+def test_adam_atan2_matches_formula(wd: float, lr: float | torch.Tensor) -> None:
+    p = torch.nn.Parameter(torch.tensor(P0, dtype=torch.float64))
+    opt = AdamATan2([p], lr=lr, betas=(0.9, 0.95), weight_decay=wd)
+    expected = _reference_steps(P0, GRADS, 1e-2, 0.9, 0.95, wd)
+    for g, exp in zip(GRADS, expected):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        assert p.tolist() == pytest.approx(exp, rel=1e-12, abs=1e-14)
+    state = opt.state[p]
+    assert int(state["step"]) == 3
+    assert set(state) == {"step", "exp_avg", "exp_avg_sq"}
+
+
+def test_adam_atan2_float32() -> None:
+    p = torch.nn.Parameter(torch.tensor(P0))
+    opt = AdamATan2([p], lr=1e-2, weight_decay=0.1)
+    expected = _reference_steps(P0, GRADS, 1e-2, 0.9, 0.95, 0.1)
+    for g, exp in zip(GRADS, expected):
+        p.grad = torch.tensor(g)
+        opt.step()
+        assert p.tolist() == pytest.approx(exp, rel=1e-5, abs=1e-6)
+
+
+def test_weight_decay_is_decoupled() -> None:
+    # With a zero gradient the atan2 term is atan2(0, 0) = 0, so only the decay p * (1 - lr * wd) acts.
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = AdamATan2([p], lr=0.1, weight_decay=0.5)
+    p.grad = torch.zeros_like(p)
+    opt.step()
+    assert p.tolist() == pytest.approx([0.95, -1.9], rel=1e-12)
+    # The decay is not mixed into the moments: the first step is atan2(0.1 g, |g|) = atan(0.1) whatever the size of g.
+    q = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    opt_q = AdamATan2([q], lr=0.1, weight_decay=0.5)
+    q.grad = torch.tensor([1e6], dtype=torch.float64)
+    opt_q.step()
+    assert q.item() == pytest.approx(0.95 - (0.1 / 0.1) * math.atan(0.1), rel=1e-12)
+
+
+def test_param_without_grad_untouched_and_closure() -> None:
+    a = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    b = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    opt = AdamATan2([a, b], lr=0.1, weight_decay=1.0)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = (a**2).sum()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert loss.item() == pytest.approx(5.0)
+    assert b.tolist() == [3.0, 4.0]
+    assert b not in opt.state
+    assert not torch.equal(a.detach(), torch.tensor([1.0, 2.0]))
+
+
+def test_bf16_param() -> None:
+    p = torch.nn.Parameter(torch.tensor(P0, dtype=torch.bfloat16))
+    opt = AdamATan2([p], lr=1e-2, weight_decay=0.1)
+    expected = _reference_steps(P0, GRADS, 1e-2, 0.9, 0.95, 0.1)
+    for g, exp in zip(GRADS, expected):
+        p.grad = torch.tensor(g, dtype=torch.bfloat16)
+        opt.step()
+        assert p.dtype == torch.bfloat16
+        assert p.float().tolist() == pytest.approx(exp, rel=1e-2, abs=1e-2)
+    assert opt.state[p]["exp_avg"].dtype == torch.float32
+
+
+def test_sparse_grad_raises() -> None:
+    emb = torch.nn.Embedding(5, 3, sparse=True)
+    opt = AdamATan2(emb.parameters(), lr=0.1)
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+
+
+def test_invalid_hyperparameters() -> None:
+    p = torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError):
+        AdamATan2([p], lr=-1.0)
+    with pytest.raises(ValueError):
+        AdamATan2([p], betas=(1.0, 0.9))
+    with pytest.raises(ValueError):
+        AdamATan2([p], weight_decay=-0.1)
+
+
+def test_lr_lambda_warmup_and_constant() -> None:
+    assert lr_lambda(0, 2000, None) == 0.0
+    assert lr_lambda(500, 2000, None) == 0.25
+    assert lr_lambda(1999, 2000, None) == pytest.approx(1999 / 2000)
+    assert lr_lambda(2000, 2000, None) == 1.0
+    assert lr_lambda(10**6, 2000, 65104) == 1.0
+    assert lr_lambda(0, 0, None) == 1.0
+    assert lr_lambda(3, 0, None) == 1.0
+
+
+def test_lr_lambda_cosine() -> None:
+    warmup, total, ratio = 100, 1100, 0.1
+    assert lr_lambda(50, warmup, total, ratio) == 0.5
+    assert lr_lambda(100, warmup, total, ratio) == pytest.approx(1.0)
+    assert lr_lambda(600, warmup, total, ratio) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_lambda(350, warmup, total, ratio) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert lr_lambda(1100, warmup, total, ratio) == pytest.approx(0.1)
+    assert lr_lambda(5000, warmup, total, ratio) == pytest.approx(0.1)
+    assert lr_lambda(600, warmup, total, 0.0) == pytest.approx(0.5)
+
+
+def test_lr_lambda_requires_total_for_cosine() -> None:
+    with pytest.raises(ValueError, match="total_steps"):
+        lr_lambda(10, 5, None, 0.1)
+    with pytest.raises(ValueError, match="total_steps"):
+        lr_lambda(0, 5, None, 0.0)
+
+
+def test_lr_lambda_with_lambda_lr_scheduler() -> None:
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = AdamATan2([p], lr=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, 4, None))
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        p.grad = torch.ones(1)
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.0, 2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4])
