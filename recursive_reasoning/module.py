@@ -7,7 +7,7 @@ Evaluation: every example starts fresh and runs all N_sup segments (or stops ear
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
@@ -92,12 +92,26 @@ class RecursiveReasoner(L.LightningModule):
         num_puzzle_ids: int = 1,
     ) -> None:
         super().__init__()
+        # Checkpoints store these three as plain data (weights_only-safe); `load_from_checkpoint` passes them back.
+        if isinstance(strategy, dict):
+            strategy = RecursionStrategy.from_hparams(strategy)
+        if isinstance(network, dict):
+            network = NetworkConfig(**network)
+        if isinstance(optim, dict):
+            optim = OptimConfig(**{**optim, "betas": tuple(optim.get("betas", (0.9, 0.95)))})
         self.strategy = strategy if strategy is not None else TRM()
         self.network_config = network if network is not None else NetworkConfig()
         self.optim_config = optim if optim is not None else OptimConfig()
-        self.save_hyperparameters({"strategy": self.strategy, "network": self.network_config,
-                                   "optim": self.optim_config, "vocab_size": vocab_size, "seq_len": seq_len,
-                                   "num_puzzle_ids": num_puzzle_ids})
+        self.save_hyperparameters(
+            {
+                "strategy": self.strategy.hparams(),
+                "network": asdict(self.network_config),
+                "optim": asdict(self.optim_config),
+                "vocab_size": vocab_size,
+                "seq_len": seq_len,
+                "num_puzzle_ids": num_puzzle_ids,
+            }
+        )
         self.net = ReasoningNetwork(self.network_config, vocab_size, seq_len, num_puzzle_ids)
         self.carry: Carry | None = None
         self.val_metrics = PuzzleMetrics()

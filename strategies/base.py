@@ -6,9 +6,12 @@ calls the strategy's hooks; training progress is passed in explicitly (`Progress
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -109,8 +112,53 @@ class RecursionStrategy(ABC):
         self.halt_loss_weight = halt_loss_weight
         self.eval_early_exit = eval_early_exit
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Record each subclass's constructor arguments, so a strategy can be saved as plain data and rebuilt."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording_init(self: RecursionStrategy, *args: Any, **kw: Any) -> None:
+            if "_init_args" not in self.__dict__:  # the outermost constructor call is the one that counts
+                bound = signature.bind(self, *args, **kw)
+                bound.apply_defaults()
+                recorded: dict[str, Any] = {}
+                for name, value in list(bound.arguments.items())[1:]:
+                    kind = signature.parameters[name].kind
+                    if kind is inspect.Parameter.VAR_KEYWORD:
+                        recorded.update(value)
+                    elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                        recorded[name] = value
+                self._init_args = recorded
+            init(self, *args, **kw)
+
+        cls.__init__ = recording_init  # type: ignore[method-assign]
+
+    def hparams(self) -> dict[str, Any]:
+        """This strategy as plain data ({'class_path', 'init_args'}), safe for `torch.load(weights_only=True)`."""
+        cls = type(self)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(self.__dict__["_init_args"])}
+
+    @staticmethod
+    def from_hparams(data: dict[str, Any]) -> RecursionStrategy:
+        """Rebuild a strategy saved by `hparams()`."""
+        module_name, _, class_name = data["class_path"].rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as error:
+            raise ImportError(
+                f"cannot rebuild strategy {data['class_path']!r} from the checkpoint: {error}. Make its module "
+                "importable (installed or on PYTHONPATH) before loading."
+            ) from error
+        if not (isinstance(cls, type) and issubclass(cls, RecursionStrategy)):
+            raise TypeError(f"{data['class_path']!r} is not a RecursionStrategy subclass.")
+        return cls(**data.get("init_args", {}))
+
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.get("_init_args", {}).items())
         return f"{type(self).__name__}({args})"
 
     # --- carry -------------------------------------------------------------------------------------------------

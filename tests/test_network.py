@@ -1,0 +1,104 @@
+"""Network shapes, parameter counts against the reference configs, init and input checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from recursive_reasoning.layers import rms_norm, swiglu_hidden, trunc_normal_
+from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+
+
+@pytest.mark.parametrize(
+    ("config", "vocab", "seq_len", "expected"),
+    [
+        # TRM Sudoku MLP recipe: D 512, 2 layers, token mixing over 81 + 16 positions; "5.03M" in the paper.
+        (NetworkConfig(), 11, 81, 5_028_866),
+        # TRM attention at ARC size: vocab 12, 900 tokens, 16 prefix tokens; "6.83M".
+        (NetworkConfig(mixer="attention", positions="rope"), 12, 900, 6_829_058),
+        # HRM Sudoku: two separate 4-layer attention modules, 1 prefix token; exactly 27,275,266.
+        (NetworkConfig(mixer="attention", positions="rope", num_layers=4, shared=False, puzzle_emb_len=1), 11, 81,
+         27_275_266),
+    ],
+    ids=["trm_sudoku_mlp", "trm_arc_attention", "hrm_sudoku"],
+)
+def test_parameter_counts_match_reference(config: NetworkConfig, vocab: int, seq_len: int, expected: int) -> None:
+    assert ReasoningNetwork(config, vocab, seq_len).num_parameters() == expected
+
+
+def test_swiglu_hidden_rounds_up_to_256() -> None:
+    assert swiglu_hidden(512, 4) == 1536
+    assert swiglu_hidden(64, 4) == 256
+    assert swiglu_hidden(97, 4) == 512  # the Sudoku token mixer: 81 cells + 16 prefix tokens
+
+
+def test_shapes_and_heads() -> None:
+    net = ReasoningNetwork(NetworkConfig(hidden_size=32, num_heads=4, mixer="attention", positions="rope"), 11, 16, 3)
+    inputs = torch.randint(0, 11, (5, 16))
+    x = net.embed(inputs, torch.tensor([0, 1, 2, 1, 0]))
+    assert x.shape == (5, 32, 32)  # 16 prefix + 16 tokens
+    y, z = net.initial_states(5)
+    z = net.latent_step(z, y, x)
+    y = net.answer_step(y, z)
+    assert net.decode(y).shape == (5, 16, 11)
+    assert net.halt_logits(y).shape == (5, 2)
+
+
+def test_q_head_starts_at_minus_five_and_reads_position_zero() -> None:
+    net = ReasoningNetwork(NetworkConfig(hidden_size=32, num_heads=4, puzzle_emb_len=0), 6, 9)
+    y = torch.randn(3, 9, 32)
+    assert torch.equal(net.halt_logits(y), torch.full((3, 2), -5.0))
+    with torch.no_grad():
+        net.q_head.weight.normal_()
+    changed = y.clone()
+    changed[:, 1:] += 1.0
+    assert torch.equal(net.halt_logits(y), net.halt_logits(changed))
+
+
+def test_puzzle_embedding_fills_only_the_first_prefix_token() -> None:
+    net = ReasoningNetwork(NetworkConfig(hidden_size=8, num_heads=2, puzzle_emb_len=4), 5, 6, num_puzzle_ids=2)
+    with torch.no_grad():
+        net.puzzle_embedding.weight.fill_(1.0)
+    x = net.embed(torch.zeros(1, 6, dtype=torch.long), torch.tensor([1]))
+    assert torch.allclose(x[0, 0], torch.full((8,), math.sqrt(8)))
+    assert torch.equal(x[0, 1:4], torch.zeros(3, 8))
+
+
+def test_token_mixer_norm_is_over_positions() -> None:
+    net = ReasoningNetwork(NetworkConfig(hidden_size=16, num_layers=1, puzzle_emb_len=0), 5, 9)
+    block = net.latent_module.blocks[0]
+    h = torch.randn(2, 9, 16)
+    t = h.transpose(1, 2)
+    expected = rms_norm(t + block.mix(t)).transpose(1, 2)
+    expected = rms_norm(expected + block.mlp(expected))
+    assert torch.allclose(block(h), expected)
+
+
+def test_trunc_normal_has_the_requested_std_and_bounds() -> None:
+    torch.manual_seed(0)
+    t = trunc_normal_(torch.empty(200_000), std=0.5)
+    assert abs(t.std().item() - 0.5) < 0.01
+    # Truncation is at +-2 of the compensated std: std / sqrt(var of N(0,1) truncated at +-2 = 0.77371).
+    assert t.abs().max().item() <= 2 * 0.5 / math.sqrt(0.77371) + 1e-6
+
+
+def test_rms_norm_returns_input_dtype_and_unit_rms() -> None:
+    x = torch.randn(4, 7, 32, dtype=torch.bfloat16)
+    out = rms_norm(x)
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.float().square().mean(-1), torch.ones(4, 7), atol=2e-2)
+
+
+def test_wrong_input_length_is_rejected() -> None:
+    net = ReasoningNetwork(NetworkConfig(hidden_size=16, num_heads=2, puzzle_emb_len=0), 11, 81)
+    with pytest.raises(ValueError, match="length 80.*built for 81"):
+        net.embed(torch.zeros(2, 80, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+
+
+def test_bad_architecture_choices_are_rejected() -> None:
+    with pytest.raises(ValueError, match="rope.*attention"):
+        ReasoningNetwork(NetworkConfig(mixer="mlp", positions="rope"), 11, 81)
+    with pytest.raises(ValueError, match="not divisible"):
+        ReasoningNetwork(NetworkConfig(hidden_size=30, num_heads=4, mixer="attention"), 11, 81)
