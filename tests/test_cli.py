@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import require_shared
 
 from recursive_reasoning.cli import main
 from strategies import TRM
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-SUDOKU_SAMPLE = ROOT.parent / "shared" / "data" / "sudoku-extreme" / "train_random1k.csv.gz"
 
 TINY = [
     "--trainer.max_steps=1",
@@ -40,7 +40,7 @@ def sudoku_dir(tmp_path: Path) -> Path:
     """A Sudoku-Extreme layout made from the real 1000-row sample (the sample also stands in for test.csv)."""
     directory = tmp_path / "sudoku-extreme"
     directory.mkdir()
-    rows = gzip.open(SUDOKU_SAMPLE, "rt").read().splitlines()
+    rows = gzip.open(require_shared("data/sudoku-extreme/train_random1k.csv.gz"), "rt").read().splitlines()
     (directory / "train.csv").write_text("\n".join(rows[:201]) + "\n")
     (directory / "test.csv").write_text("\n".join([rows[0]] + rows[801:]) + "\n")
     return directory

@@ -7,16 +7,14 @@ tests the carry hand-over. We map the weights into our network and match every t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import require_shared
 
 from recursive_reasoning.interop import load_reference_weights, network_config_from_reference, reference_key_to_ours
 from recursive_reasoning.network import ReasoningNetwork
 from strategies import TRM, Progress
 
-PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"
 TRM_VECTORS = ["trm_att_rope", "trm_mlpt_nopos"]
 TOLERANCE = 1e-4  # the README's recommended scale-relative bound; we measure 0 (bit-identical) on one thread
 
@@ -37,9 +35,7 @@ def as_batch(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_vector(name: str):
-    path = PARITY / f"{name}.pt"
-    if not path.exists():
-        pytest.skip(f"parity vector {path} not present")
+    path = require_shared(f"parity/{name}.pt")
     vector = torch.load(path, weights_only=True)
     config = vector["config"]
     net_config, vocab, seq_len, num_ids = network_config_from_reference(config, vector["model_class"])

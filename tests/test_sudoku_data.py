@@ -9,30 +9,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_shared
 import torch
 
 import datamodules
 from datamodules import sudoku as sd
 from datamodules import sudoku_rules as rules
 
-SAMPLE = Path("/work/shared/data/sudoku-extreme/train_random1k.csv.gz")
+SAMPLE_PATH = "data/sudoku-extreme/train_random1k.csv.gz"
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with train.csv (plain) and test.csv.gz, both made from the real 1000-row sample."""
-    if not SAMPLE.is_file():
-        pytest.skip(f"{SAMPLE} not available")
+    sample = require_shared(SAMPLE_PATH)
     root = tmp_path_factory.mktemp("sudoku-extreme")
-    with gzip.open(SAMPLE, "rt") as src, open(root / "train.csv", "w") as dst:
+    with gzip.open(sample, "rt") as src, open(root / "train.csv", "w") as dst:
         dst.write(src.read())
-    shutil.copy(SAMPLE, root / "test.csv.gz")
+    shutil.copy(sample, root / "test.csv.gz")
     return root
 
 
 def _sample_rows() -> list[tuple[str, str]]:
     """(question, answer) strings of the real sample, in file order."""
-    with gzip.open(SAMPLE, "rt") as f:
+    with gzip.open(require_shared(SAMPLE_PATH), "rt") as f:
         lines = f.read().splitlines()[1:]
     return [tuple(line.split(",")[1:3]) for line in lines]
 

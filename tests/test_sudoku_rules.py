@@ -8,18 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_shared
 
 from datamodules import sudoku_rules as rules
 
-SAMPLE = Path("/work/shared/data/sudoku-extreme/train_random1k.csv.gz")
+SAMPLE_PATH = "data/sudoku-extreme/train_random1k.csv.gz"
 
 
 @pytest.fixture(scope="module")
 def real() -> tuple[np.ndarray, np.ndarray]:
     """The real Sudoku-Extreme sample as (puzzles, solutions) [1000, 81]."""
-    if not SAMPLE.is_file():
-        pytest.skip(f"{SAMPLE} not available")
-    with gzip.open(SAMPLE, "rt", newline="") as f:
+    sample = require_shared(SAMPLE_PATH)
+    with gzip.open(sample, "rt", newline="") as f:
         rows = list(csv.DictReader(f))
     puzzles = np.stack([rules.parse_puzzle(r["question"]) for r in rows])
     solutions = np.stack([rules.parse_puzzle(r["answer"]) for r in rows])
