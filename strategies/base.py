@@ -192,11 +192,17 @@ class RecursionStrategy(ABC):
     # --- one segment -------------------------------------------------------------------------------------------
 
     @abstractmethod
-    def recurse(self, net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, progress: Progress, training: bool):
+    def recurse(
+        self, net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, progress: Progress, training: bool
+    ) -> tuple[Tensor, Tensor]:
         """Unroll one segment's recursion from (y, z) with input x; return the new (y, z).
 
         This is where a method says how many latent and answer updates run and which of them carry gradient.
         """
+
+    @abstractmethod
+    def module_calls(self, progress: Progress, training: bool) -> tuple[int, int]:
+        """(module calls per segment, how many of them carry gradient) that `recurse` makes: the declared window."""
 
     def run_segment(self, net: ReasoningNetwork, carry: Carry, progress: Progress, training: bool) -> SegmentOutput:
         """Embed the slots' examples, recurse once, and read the heads."""
@@ -207,12 +213,18 @@ class RecursionStrategy(ABC):
 
     # --- loss --------------------------------------------------------------------------------------------------
 
-    def loss(self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress) -> LossOutput:
-        """lm loss (per-sequence mean over valid tokens) + weight * BCE(halt, exact), all summed over the batch."""
+    def loss(
+        self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress, training: bool = True
+    ) -> LossOutput:
+        """lm loss (per-sequence mean over valid tokens) + weight * BCE(halt, exact), all summed over the batch.
+
+        `training` adds the strategy's training-only terms (HRM's continue loss).
+        """
         per_seq, exact, token_acc = sequence_loss(out.logits, carry.batch["labels"], self.loss_type)
         halt = F.binary_cross_entropy_with_logits(out.halt_logits, exact.to(out.halt_logits.dtype), reduction="none")
         terms = {"lm_loss": per_seq, "q_halt_loss": halt}
-        terms.update(self.extra_loss_terms(net, carry, out, progress))
+        if training:
+            terms.update(self.extra_loss_terms(net, carry, out, progress))
         weights = self.sample_weights(carry, progress)
         if weights is not None:
             terms = {k: v * weights.to(v.dtype) for k, v in terms.items()}
@@ -224,12 +236,16 @@ class RecursionStrategy(ABC):
     def extra_loss_terms(
         self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress
     ) -> dict[str, Tensor]:
-        """Further per-slot halting terms [B] (HRM's continue loss); none by default."""
+        """Further per-slot halting terms [B], training only (HRM's continue loss); none by default."""
         return {}
 
     def sample_weights(self, carry: Carry, progress: Progress) -> Tensor | None:
         """Per-slot loss weights [B] (CGAR's supervision weighting); None means all ones."""
         return None
+
+    def unused_parameters(self, net: ReasoningNetwork) -> dict[str, str]:
+        """Parameters this method never trains, mapped to the reason (checked by `strategies.conformance`)."""
+        return {}
 
     # --- halting -----------------------------------------------------------------------------------------------
 

@@ -59,5 +59,9 @@ class TRM(RecursionStrategy):
                 y, z = self.cycle(net, y, z, x, latent_steps)
         return self.cycle(net, y, z, x, latent_steps)
 
+    def module_calls(self, progress: Progress, training: bool) -> tuple[int, int]:
+        cycles, latent_steps = self.depth(progress, training)
+        return cycles * (latent_steps + 1), latent_steps + 1
+
     def halt_signal(self, out: SegmentOutput) -> Tensor:
         return out.halt_logits > 0

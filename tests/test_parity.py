@@ -13,9 +13,10 @@ from conftest import require_shared
 
 from recursive_reasoning.interop import load_reference_weights, network_config_from_reference, reference_key_to_ours
 from recursive_reasoning.network import ReasoningNetwork
-from strategies import TRM, Progress
+from strategies import HRM, TRM, Progress
 
 TRM_VECTORS = ["trm_att_rope", "trm_mlpt_nopos"]
+ALL_VECTORS = [*TRM_VECTORS, "hrm_att_rope"]
 TOLERANCE = 1e-4  # the README's recommended scale-relative bound; we measure 0 (bit-identical) on one thread
 
 
@@ -42,7 +43,8 @@ def load_vector(name: str):
     torch.manual_seed(0)
     net = ReasoningNetwork(net_config, vocab, seq_len, num_ids)
     load_reference_weights(net, vector["state_dict"])
-    strategy = TRM(
+    method = HRM if "hrm" in vector["model_class"] else TRM
+    strategy = method(
         cycles=config["H_cycles"],
         latent_steps=config["L_cycles"],
         supervision_steps=config["halt_max_steps"],
@@ -64,6 +66,8 @@ def check_segment(record: dict, carry, out, loss, label: str) -> None:
         assert torch.equal(carry.batch[ours], record["current_data"][theirs].long()), f"{label} current_data {ours}"
     assert abs(loss.total.item() - record["loss"].item()) <= 1e-6 * abs(record["loss"].item()), f"{label} loss"
     metrics = record["metrics"]
+    if "q_continue_loss" in metrics:
+        assert_close(loss.terms["q_continue_loss"], metrics["q_continue_loss"], f"{label} q_continue_loss")
     assert abs(loss.terms["lm_loss"].item() - metrics["lm_loss"].item()) <= 1e-6 * metrics["lm_loss"].abs().item()
     assert_close(loss.terms["q_halt_loss"], metrics["q_halt_loss"], f"{label} q_halt_loss")
     finished = carry.halted & (carry.batch["labels"] != -100).any(-1)
@@ -82,13 +86,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("name", TRM_VECTORS)
+@pytest.mark.parametrize("name", ALL_VECTORS)
 def test_parameter_count_matches_reference(name: str) -> None:
     vector, net, _ = load_vector(name)
     assert net.num_parameters() == vector["num_params"]
 
 
-@pytest.mark.parametrize("name", TRM_VECTORS)
+@pytest.mark.parametrize("name", ALL_VECTORS)
 def test_evaluation_segments_match(name: str) -> None:
     vector, net, strategy = load_vector(name)
     net.eval()
@@ -98,13 +102,13 @@ def test_evaluation_segments_match(name: str) -> None:
         for index, record in enumerate(vector["expected"]["eval"]):
             carry = strategy.refresh(net, carry, batch)
             out = strategy.run_segment(net, carry, Progress(0), training=False)
-            loss = strategy.loss(net, carry, out, Progress(0))
+            loss = strategy.loss(net, carry, out, Progress(0), training=False)
             carry = strategy.advance(carry, out, training=False)
             check_segment(record, carry, out, loss, f"{name} eval segment {index + 1}")
     assert bool(carry.halted.all()), "every slot halts at the last segment in evaluation"
 
 
-@pytest.mark.parametrize("name", TRM_VECTORS)
+@pytest.mark.parametrize("name", ALL_VECTORS)
 def test_training_segment_gradients_and_carry_handover(name: str) -> None:
     vector, net, strategy = load_vector(name)
     net.train()
@@ -115,6 +119,9 @@ def test_training_segment_gradients_and_carry_handover(name: str) -> None:
     out = strategy.run_segment(net, carry, Progress(0), training=True)
     loss = strategy.loss(net, carry, out, Progress(0))
     loss.total.backward()
+    if isinstance(strategy, HRM):
+        target = strategy.continue_target(net, carry, out, Progress(0))
+        assert_close(target, expected["train"]["target_q_continue"], f"{name} continue target")
     carry = strategy.advance(carry, out, training=True)
     check_segment(expected["train"], carry, out, loss, f"{name} train")
 

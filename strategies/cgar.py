@@ -1,0 +1,133 @@
+"""CGAR: TRM with a progressive depth curriculum and hierarchical supervision weighting (spec section 4b)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from strategies.base import Carry, Progress
+from strategies.trm import TRM
+
+
+def _stages(
+    cycles: int,
+    latent_steps: int,
+    stage_bounds: tuple[float, ...],
+    stage_depths: list[tuple[int, int]] | None,
+) -> list[tuple[int, int]]:
+    """Validate a curriculum and return its (T, n) per stage; None gives the spec's thirds of the full depth."""
+    bounds = tuple(float(b) for b in stage_bounds)
+    if any(not 0.0 < b < 1.0 for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:])):
+        raise ValueError(f"stage_bounds must be strictly increasing fractions in (0, 1), got {list(bounds)}.")
+    if stage_depths is None:
+        if len(bounds) != 2:
+            raise ValueError(
+                f"the default stage_depths have 3 stages and need 2 stage_bounds, got {len(bounds)}; "
+                "give stage_depths explicitly for another number of stages."
+            )
+        return [
+            (max(1, math.ceil(cycles / 3)), max(2, math.ceil(latent_steps / 3))),
+            (math.ceil(2 * cycles / 3), math.ceil(2 * latent_steps / 3)),
+            (cycles, latent_steps),
+        ]
+    depths = [(int(t), int(n)) for t, n in stage_depths]
+    if len(depths) != len(bounds) + 1:
+        raise ValueError(
+            f"stage_depths needs one (T, n) per stage, len(stage_bounds) + 1 = {len(bounds) + 1}, got {len(depths)}."
+        )
+    if any(t < 1 or n < 1 for t, n in depths):
+        raise ValueError(f"every stage needs T >= 1 and n >= 1, got {depths}.")
+    return depths
+
+
+def curriculum_call_fraction(
+    cycles: int,
+    latent_steps: int,
+    stage_bounds: tuple[float, ...] = (0.3, 0.6),
+    stage_depths: list[tuple[int, int]] | None = None,
+) -> float:
+    """Module calls per segment, T * (n + 1), averaged over training by stage length, relative to the full depth.
+
+    With the defaults and (T, n) = (3, 6): (0.3 * 3 + 0.3 * 10 + 0.4 * 21) / 21 = 0.586, i.e. 41.4% fewer FLOPs.
+    """
+    depths = _stages(cycles, latent_steps, stage_bounds, stage_depths)
+    edges = (0.0, *(float(b) for b in stage_bounds), 1.0)
+    used = sum((end - start) * t * (n + 1) for start, end, (t, n) in zip(edges, edges[1:], depths))
+    return used / (cycles * (latent_steps + 1))
+
+
+class CGAR(TRM):
+    """Curriculum-Guided Adaptive Recursion: TRM whose depth grows with training and whose early segments weigh more.
+
+    The depth (T, n) of a training segment follows the stage of training progress (needs a known total, i.e.
+    trainer.max_steps). The loss of supervision step k = steps + 1 (each slot's own segment index since its reset)
+    is weighted per slot ('paper'), or the whole batch by one scalar as in the public code ('repo').
+
+    Args:
+        cycles: T, the full recursion cycles per segment (the last stage and evaluation).
+        latent_steps: n, the full latent updates per cycle.
+        stage_bounds: Fractions of training, strictly increasing in (0, 1), where the next stage starts.
+        stage_depths: (T, n) of each stage, one more than stage_bounds; None gives (max(1, ceil(T/3)),
+            max(2, ceil(n/3))), (ceil(2T/3), ceil(2n/3)), (T, n).
+        eval_full_depth: Evaluate at the full (T, n); if False, at the stage of the current progress.
+        weighting: 'paper': slot weight lambda^(k-1) / sum_{j=1..N_sup} lambda^(j-1); 'repo': one unnormalised
+            weight lambda^floor(mean k) for the whole batch, k = steps + 1 averaged over the slots (the public code's
+            "mean step of the batch", counted from 1 here); 'none': unweighted, as TRM.
+        supervision_lambda: lambda, the decay of the weight per supervision step.
+        supervision_steps: Supervision segments per example (N_sup).
+        halt_exploration: Probability that a slot must run a random minimum of [2, N_sup] segments.
+        loss_type: Token cross-entropy: 'stablemax' or 'softmax'.
+        halt_loss_weight: Weight of the halt BCE term.
+        eval_early_exit: At evaluation, stop each example at its first segment with q_halt > 0.
+    """
+
+    def __init__(
+        self,
+        cycles: int = 3,
+        latent_steps: int = 6,
+        stage_bounds: tuple[float, ...] = (0.3, 0.6),
+        stage_depths: list[tuple[int, int]] | None = None,
+        eval_full_depth: bool = True,
+        weighting: Literal["paper", "repo", "none"] = "paper",
+        supervision_lambda: float = 0.7,
+        supervision_steps: int = 16,
+        halt_exploration: float = 0.1,
+        loss_type: Literal["stablemax", "softmax"] = "stablemax",
+        halt_loss_weight: float = 0.5,
+        eval_early_exit: bool = False,
+    ) -> None:
+        super().__init__(
+            cycles, latent_steps, supervision_steps, halt_exploration, loss_type, halt_loss_weight, eval_early_exit
+        )
+        if weighting not in ("paper", "repo", "none"):
+            raise ValueError(f"unknown weighting {weighting!r}; choose 'paper', 'repo' or 'none'.")
+        if supervision_lambda <= 0:
+            raise ValueError(f"supervision_lambda must be > 0, got {supervision_lambda}.")
+        self.stage_bounds = tuple(float(b) for b in stage_bounds)
+        self.stage_depths = _stages(cycles, latent_steps, self.stage_bounds, stage_depths)
+        self.eval_full_depth = eval_full_depth
+        self.weighting = weighting
+        self.supervision_lambda = supervision_lambda
+
+    def depth(self, progress: Progress, training: bool) -> tuple[int, int]:
+        """(T, n) of the current stage in training (and at evaluation unless eval_full_depth); else the full depth."""
+        if not training and self.eval_full_depth:
+            return self.cycles, self.latent_steps
+        fraction = progress.fraction
+        return self.stage_depths[sum(fraction >= b for b in self.stage_bounds)]
+
+    def sample_weights(self, carry: Carry, progress: Progress) -> Tensor | None:
+        if self.weighting == "none":
+            return None
+        k = carry.steps.to(torch.float32) + 1
+        if self.weighting == "paper":
+            z = sum(self.supervision_lambda**j for j in range(self.supervision_steps))
+            return self.supervision_lambda ** (k - 1) / z
+        return torch.full_like(k, self.supervision_lambda ** math.floor(k.mean().item()))
+
+    def flop_reduction(self) -> float:
+        """Fraction of full-depth training module calls this curriculum saves (0.414 for the defaults)."""
+        return 1.0 - curriculum_call_fraction(self.cycles, self.latent_steps, self.stage_bounds, self.stage_depths)
