@@ -3,6 +3,8 @@
 Training (reference-code semantics, spec section 3): one training step is one supervision segment for every slot of
 the batch and one optimiser step; the carry persists across batches, halted slots take the new batch's example.
 Evaluation: every example starts fresh and runs all N_sup segments (or stops early where the strategy says so).
+The strategy's `depth` is logged as train/depth_H and train/depth_L, and each of its `evaluation_variants()` (named
+strategy copies, e.g. RSM's eval_depths) adds {stage}/exact_accuracy@{name}.
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ class RecursiveReasoner(L.LightningModule):
         self.carry: Carry | None = None
         self.val_metrics = PuzzleMetrics()
         self.test_metrics = PuzzleMetrics()
+        self.variants = self.strategy.evaluation_variants()
+        self.variant_metrics = nn.ModuleDict(
+            {f"{stage}_{name}": MeanMetric() for stage in ("val", "test") for name in self.variants}
+        )
 
     # --- progress ----------------------------------------------------------------------------------------------
 
@@ -156,23 +162,31 @@ class RecursiveReasoner(L.LightningModule):
             self.log(f"train/{name}", value.detach() / size, on_step=True, on_epoch=False)
         total = loss.total / size
         self.log("train/loss", total.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        depth = strategy.depth(progress, True)
+        if depth is not None:
+            outer, inner = depth
+            self.log("train/depth_H", float(outer), on_step=True, on_epoch=False)
+            self.log("train/depth_L", float(inner), on_step=True, on_epoch=False)
         return total
 
     # --- evaluation --------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def solve(self, batch: Batch, early_exit: bool | None = None) -> dict[str, Tensor]:
+    def solve(
+        self, batch: Batch, early_exit: bool | None = None, strategy: RecursionStrategy | None = None
+    ) -> dict[str, Tensor]:
         """Run every example from the initial states through all segments; returns the answer per slot.
 
         Args:
             batch: inputs [B, L], labels [B, L] and puzzle_ids [B].
             early_exit: Freeze each example at its first segment where the strategy's halting rule fires;
                 None uses the strategy's `eval_early_exit`.
+            strategy: Evaluate with this strategy instead of the module's (e.g. an evaluation variant).
 
         Returns:
             logits [B, L, V], halt_logits [B], steps [B] (segments used), per-slot.
         """
-        strategy, progress = self.strategy, self.progress()
+        strategy, progress = strategy if strategy is not None else self.strategy, self.progress()
         early_exit = strategy.eval_early_exit if early_exit is None else early_exit
         carry = strategy.refresh(self.net, strategy.initial_carry(self.net, batch), batch)
         size = batch["inputs"].shape[0]
@@ -202,6 +216,12 @@ class RecursiveReasoner(L.LightningModule):
         self.log(f"{stage}/lm_loss", per_seq.mean(), on_epoch=True, batch_size=size, sync_dist=True)
         for name, metric in metrics.metrics.items():
             self.log(f"{stage}/{name}", metric, on_epoch=True, batch_size=size, prog_bar=name == "exact_accuracy")
+        for name, variant in self.variants.items():
+            logits = self.solve(batch, strategy=variant)["logits"]
+            _, exact, _ = sequence_loss(logits, batch["labels"], variant.loss_type)
+            metric = self.variant_metrics[f"{stage}_{name}"]
+            metric.update(exact.float())
+            self.log(f"{stage}/exact_accuracy@{name}", metric, on_epoch=True, batch_size=size)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluation_step(batch, self.val_metrics, "val")

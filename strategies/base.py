@@ -200,6 +200,14 @@ class RecursionStrategy(ABC):
         This is where a method says how many latent and answer updates run and which of them carry gradient.
         """
 
+    def depth(self, progress: Progress, training: bool) -> tuple[int, int] | None:
+        """(outer, inner) recursion depth a segment runs at this progress, logged as train/depth_H and depth_L."""
+        return None
+
+    def evaluation_variants(self) -> dict[str, RecursionStrategy]:
+        """Named strategy copies evaluated besides this one, each logged as {stage}/exact_accuracy@{name}."""
+        return {}
+
     @abstractmethod
     def module_calls(self, progress: Progress, training: bool) -> tuple[int, int]:
         """(module calls per segment, how many of them carry gradient) that `recurse` makes: the declared window."""

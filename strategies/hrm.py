@@ -59,6 +59,9 @@ class HRM(RecursionStrategy):
         z = net.latent_step(z, y, x)  # the 1-step gradient: only these two calls carry gradient
         return net.answer_step(y, z), z
 
+    def depth(self, progress: Progress, training: bool) -> tuple[int, int]:
+        return self.cycles, self.latent_steps
+
     def module_calls(self, progress: Progress, training: bool) -> tuple[int, int]:
         return self.cycles * (self.latent_steps + 1), 2
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
-from strategies import HRM, TRM, Progress, RecursionStrategy
+from strategies import HRM, RSM, TRM, Progress, RecursionStrategy
 from strategies.conformance import check_gradient_window, check_strategy
 
 
@@ -21,6 +21,8 @@ CASES = {
     "trm": (TRM(cycles=3, latent_steps=2, supervision_steps=3), True, "mlp"),
     "trm_attention": (TRM(cycles=2, latent_steps=3, supervision_steps=2), True, "attention"),
     "hrm": (HRM(cycles=2, latent_steps=2, supervision_steps=3), False, "attention"),
+    "rsm": (RSM(h_schedule=[(0.0, 2), (0.5, 3)], l_schedule=[(0.0, 2)], p_detach=0.0, h_test=4), True, "mlp"),
+    "rsm_detached": (RSM(h_schedule=[(0.0, 3)], l_schedule=[(0.0, 1)], p_detach=1.0), False, "attention"),
 }
 
 

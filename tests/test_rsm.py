@@ -1,0 +1,311 @@
+"""RSM's rules on real tensors: the detach pattern, the gradient, depth growth, deep evaluation, trace, the callback."""
+
+from __future__ import annotations
+
+import weakref
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import Tensor
+
+from recursive_reasoning.callbacks import DepthGrowthCallback
+from recursive_reasoning.module import RecursiveReasoner
+from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.optim import AdamATan2
+from strategies import RSM, Progress
+from strategies.rsm import MAZE_H_SCHEDULE, MAZE_L_SCHEDULE, settle_signals, sudoku_rule_checker
+
+
+def tiny_net(seed: int = 0) -> ReasoningNetwork:
+    torch.manual_seed(seed)
+    return ReasoningNetwork(NetworkConfig(hidden_size=32, num_heads=4, num_layers=1, puzzle_emb_len=2), 6, 9, 3)
+
+
+def tiny_batch(size: int = 4, seed: int = 0) -> dict[str, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "inputs": torch.randint(1, 6, (size, 9), generator=g),
+        "labels": torch.randint(2, 6, (size, 9), generator=g),
+        "puzzle_ids": torch.randint(0, 3, (size,), generator=g),
+    }
+
+
+def fixed(outer: int, latent: int, **kwargs: object) -> RSM:
+    return RSM(h_schedule=[(0.0, outer)], l_schedule=[(0.0, latent)], **kwargs)
+
+
+def training_segment(strategy: RSM, net: ReasoningNetwork, batch: dict[str, Tensor], progress: Progress = Progress(0)):
+    carry = strategy.refresh(net, strategy.initial_carry(net, batch), batch)
+    return carry, strategy.run_segment(net, carry, progress, training=True)
+
+
+@pytest.mark.parametrize("p_detach", [1.0, 0.0])
+def test_detach_pattern(p_detach: float) -> None:
+    net, strategy = tiny_net(), fixed(3, 2, p_detach=p_detach)
+    flags: list[bool] = []
+    net.latent_module.register_forward_pre_hook(lambda module, args: flags.append(torch.is_grad_enabled()))
+    training_segment(strategy, net, tiny_batch())
+    # Outer step = 2 latent updates + 1 answer update (shared module): 9 calls for H = 3.
+    if p_detach == 1.0:
+        assert flags == [False] * 6 + [True] * 3
+    else:
+        assert flags == [False] * 5 + [True] + [True] * 3  # the penultimate answer update carries gradient too
+    assert strategy.module_calls(Progress(0), True) == (9, 3 + (p_detach == 0.0))
+    assert strategy.module_calls(Progress(0), False) == (9, 0)
+
+
+def test_stochastic_depth_draw_follows_torch_rng_and_is_reported() -> None:
+    net, strategy, batch = tiny_net(), fixed(2, 1, p_detach=0.5), tiny_batch(size=1)
+    torch.manual_seed(3)
+    draws = []
+    for _ in range(12):
+        training_segment(strategy, net, batch)
+        draws.append(strategy.last_penultimate_grad)
+        assert strategy.module_calls(Progress(0), True)[1] == 2 + int(draws[-1])
+    assert 0 < sum(draws) < 12
+    torch.manual_seed(3)
+    again = []
+    for _ in range(12):
+        training_segment(strategy, net, batch)
+        again.append(strategy.last_penultimate_grad)
+    assert draws == again
+
+
+def reference_gradients(net: ReasoningNetwork, batch: dict[str, Tensor], penultimate: bool) -> dict[str, Tensor]:
+    """Hand-unrolled H = 3, L = 2: two detached outer steps, the last with gradient (and the penultimate y update)."""
+    net.zero_grad(set_to_none=True)
+    f = net.latent_module
+    x = net.embed(batch["inputs"], batch["puzzle_ids"])
+    y, z = net.initial_states(batch["inputs"].shape[0])
+    with torch.no_grad():
+        z = f(z, y + x)
+        z = f(z, y + x)
+        y = f(y, z)
+        z = f(z, y + x)
+        z = f(z, y + x)
+    if penultimate:
+        y = f(y.detach(), z.detach())
+    else:
+        with torch.no_grad():
+            y = f(y, z)
+    z = f(z, y + x)
+    z = f(z, y + x)
+    y = f(y, z)
+    logits = net.lm_head(y[:, 2:]).double()
+    s = torch.where(logits >= 0, logits + 1, 1 / (1 - logits))
+    log_p = (s / s.sum(-1, keepdim=True)).log().gather(-1, batch["labels"][..., None]).squeeze(-1)
+    (-log_p).mean(-1).sum().backward()
+    return {name: p.grad.to_dense().clone() for name, p in net.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("p_detach", [1.0, 0.0])
+def test_gradient_equals_hand_unrolled_reference(p_detach: float) -> None:
+    net, strategy, batch = tiny_net(), fixed(3, 2, p_detach=p_detach), tiny_batch()
+    carry, out = training_segment(strategy, net, batch)
+    loss = strategy.loss(net, carry, out, Progress(0))
+    assert set(loss.terms) == {"lm_loss"}
+    loss.total.backward()
+    ours = {name: p.grad.to_dense().clone() for name, p in net.named_parameters() if p.grad is not None}
+    assert net.q_head.weight.grad is None and net.q_head.bias.grad is None  # RSM has no Q head
+    assert set(strategy.unused_parameters(net)) == {"q_head.weight", "q_head.bias"}
+    expected = reference_gradients(net, batch, penultimate=p_detach == 0.0)
+    assert set(ours) == set(expected)
+    for name, grad in expected.items():
+        assert torch.allclose(ours[name], grad, atol=1e-6, rtol=1e-5), name
+    if p_detach == 1.0:  # the penultimate update really matters: the other reference differs
+        other = reference_gradients(net, batch, penultimate=True)
+        assert any(not torch.allclose(other[name], grad) for name, grad in expected.items())
+
+
+def test_every_training_step_restarts_from_the_initial_states() -> None:
+    net, strategy, batch = tiny_net(), fixed(2, 1), tiny_batch()
+    carry, out = training_segment(strategy, net, batch)
+    carry = strategy.advance(carry, out, training=True)
+    assert carry.halted.all() and not strategy.halt_signal(out).any()
+    y0, z0 = net.initial_states(4)
+    refreshed = strategy.refresh(net, carry, batch)
+    assert torch.equal(refreshed.y, y0) and torch.equal(refreshed.z, z0)
+
+
+def test_growth_schedules() -> None:
+    sudoku = RSM()  # defaults: the Sudoku recipe
+    assert sudoku.depth(Progress(0, 1000), True) == (2, 2)
+    assert sudoku.depth(Progress(100, 1000), True) == (2, 3)
+    assert sudoku.depth(Progress(157, 1000), True) == (3, 3)
+    assert sudoku.depth(Progress(500, 1000), True) == (5, 7)
+    assert sudoku.depth(Progress(939, 1000), True) == (7, 11)
+    assert sudoku.depth(Progress(940, 1000), True) == (8, 12)  # the last 6% at full depth
+    assert sudoku.depth(Progress(5000, 1000), True) == (8, 12)
+    assert sudoku.depth(Progress(0, None), False) == (8, 12)  # evaluation needs no total
+    maze = RSM(h_schedule=MAZE_H_SCHEDULE, l_schedule=MAZE_L_SCHEDULE)
+    assert [maze.depth(Progress(s, 100), True) for s in (0, 14, 40, 60, 94)] == [(2, 2), (3, 2), (4, 3), (6, 3), (9, 5)]
+    custom = RSM(h_schedule=[(0.0, 2), (0.5, 4)], l_schedule=[(0.0, 3), (0.25, 1)], h_test=16, l_test=2)
+    assert [custom.depth(Progress(s, 100), True) for s in (0, 25, 49, 50)] == [(2, 3), (2, 1), (2, 1), (4, 1)]
+    assert custom.depth(Progress(50, 100), False) == (16, 2)
+    with pytest.raises(ValueError, match="total number of training steps"):
+        sudoku.depth(Progress(10), True)
+    assert fixed(3, 2).depth(Progress(10), True) == (3, 2)  # constant schedules need no total
+
+
+def test_invalid_configuration_is_rejected() -> None:
+    with pytest.raises(ValueError, match=">= 2"):
+        RSM(h_schedule=[(0.0, 1), (0.5, 3)])
+    with pytest.raises(ValueError, match="fraction 0.0"):
+        RSM(h_schedule=[(0.1, 2)])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        RSM(l_schedule=[(0.0, 2), (0.5, 3), (0.5, 4)])
+    with pytest.raises(ValueError, match="p_detach"):
+        RSM(p_detach=1.5)
+    strategy = fixed(2, 1)
+    strategy.h_schedule = [(0.0, 1)]  # bypassing the constructor still cannot train with H < 2
+    with pytest.raises(ValueError, match="H >= 2"):
+        training_segment(strategy, tiny_net(), tiny_batch())
+    assert RSM.from_hparams(RSM(p_detach=0.25, eval_depths=[2, 4]).hparams()).p_detach == 0.25
+
+
+def live_outputs_after_evaluation(outer: int) -> tuple[int, int]:
+    """Evaluate at H = outer, return (module outputs still alive afterwards, module calls made)."""
+    net, batch = tiny_net(), tiny_batch()
+    strategy = fixed(2, 2, h_test=outer, l_test=2)
+    refs: list[weakref.ref] = []
+    net.latent_module.register_forward_hook(lambda module, args, output: refs.append(weakref.ref(output)))
+    carry = strategy.refresh(net, strategy.initial_carry(net, batch), batch)
+    out = strategy.run_segment(net, carry, Progress(0), training=False)
+    assert not out.y.requires_grad and out.logits.shape == (4, 9, 6)
+    return sum(r() is not None for r in refs), len(refs)
+
+
+def test_evaluation_far_beyond_training_depth_keeps_nothing_per_step() -> None:
+    alive_short, calls_short = live_outputs_after_evaluation(4)
+    alive_long, calls_long = live_outputs_after_evaluation(64)
+    assert (calls_short, calls_long) == (12, 192)
+    assert alive_long == alive_short <= 2  # only the returned (y, z): memory does not grow with H
+
+
+def test_settle_signals_on_fake_answers() -> None:
+    # 5 steps, 3 examples with one token each: changes last at steps 1, 3 and 5.
+    answers = torch.tensor([[1, 1, 1], [1, 2, 1], [1, 3, 1], [1, 3, 1], [1, 3, 2]]).unsqueeze(-1)
+    steps, settled = settle_signals(answers, settle_k=2)
+    assert steps.tolist() == [1, 3, 5]
+    assert settled.tolist() == [True, True, False]
+    assert settle_signals(answers, settle_k=3)[1].tolist() == [True, False, False]
+
+
+class SettlingNet:
+    """A stand-in network whose decoded answer for example b is token min(t, stop_b) after outer step t."""
+
+    seq_len = 3
+
+    def __init__(self, stops: list[int], vocab: int = 16) -> None:
+        self.stops, self.vocab, self.t = torch.tensor(stops), vocab, 0
+
+    def embed(self, inputs: Tensor, puzzle_ids: Tensor) -> Tensor:
+        return torch.zeros(inputs.shape[0], self.seq_len, self.vocab)
+
+    def initial_states(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        return torch.zeros(batch_size, self.seq_len, self.vocab), torch.zeros(batch_size, self.seq_len, self.vocab)
+
+    def latent_step(self, z: Tensor, y: Tensor, x: Tensor) -> Tensor:
+        return z
+
+    def answer_step(self, y: Tensor, z: Tensor) -> Tensor:
+        self.t += 1
+        token = torch.clamp(self.stops, max=self.t)
+        return torch.nn.functional.one_hot(token, self.vocab).float()[:, None].expand(-1, self.seq_len, -1)
+
+    def decode(self, y: Tensor) -> Tensor:
+        return y
+
+
+@pytest.mark.parametrize("early_exit", [False, True])
+def test_trace_signals(early_exit: bool) -> None:
+    stops = [1, 2, 5, 12]
+    batch = {"inputs": torch.ones(4, 3, dtype=torch.long), "puzzle_ids": torch.zeros(4, dtype=torch.long)}
+    result = RSM().trace(SettlingNet(stops), batch, h_test=10, l_test=1, settle_k=3,
+                         checker=lambda tokens: tokens[:, 0] == 5, early_exit=early_exit)
+    assert result["answers"].shape == (10, 4, 3) and result["relative_change"].shape == (10, 4)
+    assert result["answers"][:, 3, 0].tolist() == list(range(1, 11))
+    assert result["steps_to_settle"].tolist() == [1, 2, 5, 10]
+    assert result["settled"].tolist() == [True, True, True, False]
+    assert result["passes_checker"].tolist() == [False, False, True, False]
+    assert result["certified"].tolist() == [False, False, True, False]
+    assert result["predictions"][:, 0].tolist() == [1, 2, 5, 10]
+    change = result["relative_change"]
+    assert (change[5:, :3] == 0).all() and (change[1:, 3] > 0).all()
+    expected_steps = [4, 5, 8, 10] if early_exit else [10] * 4
+    assert result["steps_used"].tolist() == expected_steps
+
+
+def test_sudoku_rule_checker_reads_tokens() -> None:
+    grid = torch.tensor([1, 2, 3, 4, 3, 4, 1, 2, 2, 1, 4, 3, 4, 3, 2, 1])
+    broken = grid.clone()
+    broken[0], broken[1] = 2, 1
+    assert sudoku_rule_checker(torch.stack([grid, broken]) + 1).tolist() == [True, False]
+
+
+def test_trace_on_a_real_network_at_depth_64() -> None:
+    net, batch = tiny_net(), tiny_batch()
+    result = fixed(2, 2).trace(net, batch, h_test=64, l_test=2)
+    assert result["answers"].shape == (64, 4, 9) and result["answers"].dtype == torch.int16
+    assert torch.isfinite(result["relative_change"]).all()
+    strategy = fixed(2, 2, h_test=64, l_test=2)
+    carry = strategy.refresh(net, strategy.initial_carry(net, batch), batch)
+    logits = strategy.run_segment(net, carry, Progress(0), training=False).logits
+    assert torch.equal(result["predictions"], logits.argmax(-1))
+
+
+def test_module_evaluates_the_declared_variants() -> None:
+    model = RecursiveReasoner(fixed(2, 1, eval_depths=[2, 5]), NetworkConfig(hidden_size=32, num_heads=4,
+                              num_layers=1, puzzle_emb_len=0), vocab_size=6, seq_len=9)
+    assert {name: v.depth(Progress(0), False) for name, v in model.variants.items()} == {"H2": (2, 1), "H5": (5, 1)}
+    assert set(model.variant_metrics) == {"val_H2", "val_H5", "test_H2", "test_H5"}
+    batch = tiny_batch()
+    deep = model.solve(batch, strategy=model.variants["H5"])["logits"]
+    reference = fixed(2, 1, h_test=5)
+    carry = reference.refresh(model.net, reference.initial_carry(model.net, batch), batch)
+    assert torch.equal(deep, reference.run_segment(model.net, carry, Progress(0), training=False).logits)
+    plain = RecursiveReasoner(network=NetworkConfig(hidden_size=32, num_heads=4), vocab_size=6, seq_len=9)
+    assert plain.variants == {} and len(plain.variant_metrics) == 0
+
+
+def growing_depth(progress: Progress, training: bool) -> tuple[int, int]:
+    """(H, L) = (1, 1) before step 2, (2, 1) from step 2 on: only `depth` matters to the callback."""
+    return (1 if progress.step < 2 else 2), 1
+
+
+def test_depth_growth_callback_ramps_the_lr_and_scales_the_moments() -> None:
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = AdamATan2([param], lr=1.0, weight_decay=0.0)
+    param.grad = torch.ones(3)
+    optimizer.step()
+    before = {k: v.clone() for k, v in optimizer.state[param].items()}
+    callback = DepthGrowthCallback(lr_ramp_steps=4, moment_scale_on_growth=0.5)
+    trainer = SimpleNamespace(global_step=0, optimizers=[optimizer])
+    strategy = SimpleNamespace(depth=growing_depth)
+    module = SimpleNamespace(strategy=strategy, progress=lambda: Progress(trainer.global_step, 10))
+    lrs = []
+    for step in range(8):
+        trainer.global_step = step
+        callback.on_train_batch_start(trainer, module, None, step)
+        lrs.append(optimizer.param_groups[0]["lr"])
+        callback.on_train_batch_end(trainer, module, None, None, step)
+        assert optimizer.param_groups[0]["lr"] == 1.0  # the scheduler's value is back
+    assert lrs == [1.0, 1.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert torch.equal(optimizer.state[param]["exp_avg"], before["exp_avg"] * 0.5)  # scaled once, at step 2
+    assert torch.equal(optimizer.state[param]["exp_avg_sq"], before["exp_avg_sq"] * 0.5)
+    assert callback.state_dict() == {"depth": (2, 1), "change_step": 2}
+
+
+def test_depth_growth_callback_keeps_a_value_the_scheduler_wrote() -> None:
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([param], lr=1.0)
+    callback = DepthGrowthCallback(lr_ramp_steps=2)
+    callback.depth, callback.change_step = (2, 1), 0
+    trainer = SimpleNamespace(global_step=1, optimizers=[optimizer])
+    module = SimpleNamespace(strategy=SimpleNamespace(depth=growing_depth), progress=lambda: Progress(3, 10))
+    callback.on_train_batch_start(trainer, module, None, 1)
+    assert optimizer.param_groups[0]["lr"] == 0.5
+    optimizer.param_groups[0]["lr"] = 0.9  # what a step scheduler writes between the step and the batch end
+    callback.on_train_batch_end(trainer, module, None, None, 1)
+    assert optimizer.param_groups[0]["lr"] == 0.9
