@@ -10,9 +10,10 @@ strategy copies, e.g. RSM's eval_depths) adds {stage}/exact_accuracy@{name}.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
@@ -82,6 +83,10 @@ class RecursiveReasoner(L.LightningModule):
         vocab_size: Token ids of the task (linked from the data module).
         seq_len: Tokens per example (linked from the data module).
         num_puzzle_ids: Rows of the puzzle-embedding table (linked from the data module).
+        supervision_schedule: 'carry': one segment per training step with the cross-batch ACT carry (the reference
+            code, default); 'batch': the paper's pseudo-code, all N_sup segments on the same batch inside one
+            training step with an optimiser step after each, halted slots dropped from the loss, early stop when
+            every slot has halted (manual optimisation; gradient accumulation is not supported there).
     """
 
     def __init__(
@@ -92,8 +97,13 @@ class RecursiveReasoner(L.LightningModule):
         vocab_size: int = 11,
         seq_len: int = 81,
         num_puzzle_ids: int = 1,
+        supervision_schedule: Literal["carry", "batch"] = "carry",
     ) -> None:
         super().__init__()
+        if supervision_schedule not in ("carry", "batch"):
+            raise ValueError(f"unknown supervision_schedule {supervision_schedule!r}; choose 'carry' or 'batch'.")
+        self.supervision_schedule = supervision_schedule
+        self.automatic_optimization = supervision_schedule == "carry"
         # Checkpoints store these three as plain data (weights_only-safe); `load_from_checkpoint` passes them back.
         if isinstance(strategy, dict):
             strategy = RecursionStrategy.from_hparams(strategy)
@@ -112,10 +122,12 @@ class RecursiveReasoner(L.LightningModule):
                 "vocab_size": vocab_size,
                 "seq_len": seq_len,
                 "num_puzzle_ids": num_puzzle_ids,
+                "supervision_schedule": supervision_schedule,
             }
         )
         self.net = ReasoningNetwork(self.network_config, vocab_size, seq_len, num_puzzle_ids)
         self.carry: Carry | None = None
+        self._checkpoint_progress: Progress | None = None
         self.val_metrics = PuzzleMetrics()
         self.test_metrics = PuzzleMetrics()
         self.variants = self.strategy.evaluation_variants()
@@ -126,35 +138,80 @@ class RecursiveReasoner(L.LightningModule):
     # --- progress ----------------------------------------------------------------------------------------------
 
     def progress(self) -> Progress:
-        """Optimiser steps taken and the planned total, from the trainer when attached."""
+        """Optimiser steps taken and the planned total.
+
+        While fitting: the trainer's step and max_steps (or its estimate). Outside fitting (validate, test, predict
+        on a checkpoint): the progress saved in the checkpoint, so a curriculum evaluates at the depth it reached.
+        """
+        if self._trainer is None:
+            return self._checkpoint_progress or Progress(0)
+        if self.trainer.state.fn != TrainerFn.FITTING and self._checkpoint_progress is not None:
+            return self._checkpoint_progress
         total = None
-        if self._trainer is not None:
-            max_steps = self.trainer.max_steps
-            if max_steps and max_steps > 0:
-                total = max_steps
-            else:
-                estimate = self.trainer.estimated_stepping_batches
-                total = int(estimate) if estimate not in (None, float("inf")) and estimate > 0 else None
-            return Progress(self.trainer.global_step, total)
-        return Progress(0, total)
+        if self.trainer.max_steps and self.trainer.max_steps > 0:
+            total = self.trainer.max_steps
+        elif self.trainer.state.fn == TrainerFn.FITTING:
+            estimate = self.trainer.estimated_stepping_batches
+            total = int(estimate) if estimate not in (None, float("inf")) and estimate > 0 else None
+        return Progress(self.trainer.global_step, total)
+
+    def on_fit_start(self) -> None:
+        """Fail before the first step if the strategy's schedule needs a total number of steps that is unknown."""
+        self.strategy.depth(self.progress(), True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        progress = self.progress()
+        checkpoint["rr_progress"] = {"step": progress.step, "total": progress.total}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("rr_progress")
+        self._checkpoint_progress = Progress(saved["step"], saved["total"]) if saved else None
 
     # --- training ----------------------------------------------------------------------------------------------
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        strategy, progress = self.strategy, self.progress()
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        if self.supervision_schedule == "batch":
+            return self._train_segments_on_batch(batch)
         size = batch["inputs"].shape[0]
         if self.carry is None or self.carry.steps.shape[0] != size or self.carry.steps.device != self.device:
-            self.carry = strategy.initial_carry(self.net, batch)
-        carry = strategy.refresh(self.net, self.carry, batch)
-        out = strategy.run_segment(self.net, carry, progress, training=True)
-        loss = strategy.loss(self.net, carry, out, progress)
-        self.carry = strategy.advance(carry, out, training=True)
+            self.carry = self.strategy.initial_carry(self.net, batch)
+        carry = self.strategy.refresh(self.net, self.carry, batch)
+        total, self.carry = self._train_segment(carry, self.progress())
+        return total
 
-        finished = self.carry.halted
+    def _train_segments_on_batch(self, batch: Batch) -> None:
+        """The paper's schedule: up to N_sup segments on this batch, an optimiser step after each."""
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        carry = self.strategy.refresh(self.net, self.strategy.initial_carry(self.net, batch), batch)
+        active = torch.ones_like(carry.halted)
+        for _ in range(self.strategy.supervision_steps):
+            total, carry = self._train_segment(carry, self.progress(), slot_mask=active)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(total)
+            clip = self.trainer.gradient_clip_val
+            if clip:
+                self.clip_gradients(optimizer, clip, self.trainer.gradient_clip_algorithm)
+            optimizer.step()
+            scheduler.step()
+            active = active & ~carry.halted
+            if not bool(active.any()):
+                break
+
+    def _train_segment(
+        self, carry: Carry, progress: Progress, slot_mask: Tensor | None = None
+    ) -> tuple[Tensor, Carry]:
+        """Run one training segment on a refreshed carry, log it, and return (loss to optimise, advanced carry)."""
+        strategy = self.strategy
+        size = carry.steps.shape[0]
+        out = strategy.run_segment(self.net, carry, progress, training=True)
+        loss = strategy.loss(self.net, carry, out, progress, slot_mask=slot_mask)
+        carry = strategy.advance(carry, out, training=True)
+
+        finished = carry.halted if slot_mask is None else carry.halted & slot_mask
         if finished.any():  # metrics over the examples that finished in this step, as the reference reports them
             values = PuzzleMetrics.values(
                 loss.token_accuracy[finished], loss.exact[finished], out.halt_logits[finished].detach(),
-                self.carry.steps[finished],
+                carry.steps[finished],
             )
             for name, value in values.items():
                 self.log(f"train/{name}", value.mean(), on_step=True, on_epoch=False)
@@ -167,7 +224,7 @@ class RecursiveReasoner(L.LightningModule):
             outer, inner = depth
             self.log("train/depth_H", float(outer), on_step=True, on_epoch=False)
             self.log("train/depth_L", float(inner), on_step=True, on_epoch=False)
-        return total
+        return total, carry
 
     # --- evaluation --------------------------------------------------------------------------------------------
 

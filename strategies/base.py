@@ -222,24 +222,45 @@ class RecursionStrategy(ABC):
     # --- loss --------------------------------------------------------------------------------------------------
 
     def loss(
-        self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress, training: bool = True
+        self,
+        net: ReasoningNetwork,
+        carry: Carry,
+        out: SegmentOutput,
+        progress: Progress,
+        training: bool = True,
+        slot_mask: Tensor | None = None,
     ) -> LossOutput:
-        """lm loss (per-sequence mean over valid tokens) + weight * BCE(halt, exact), all summed over the batch.
+        """lm loss (per-sequence mean over valid tokens) + halt_loss_weight * halting terms, summed over the batch.
 
-        `training` adds the strategy's training-only terms (HRM's continue loss).
+        Args:
+            net: The reasoning network (HRM's continue target runs it once more).
+            carry: The carry the segment ran on (its examples hold the labels).
+            out: The segment's output.
+            progress: Training progress (curricula weight by it).
+            training: Add the training-only terms (HRM's continue loss).
+            slot_mask: Slots [B] bool that count; None counts all (the in-step schedule drops halted slots).
         """
         per_seq, exact, token_acc = sequence_loss(out.logits, carry.batch["labels"], self.loss_type)
-        halt = F.binary_cross_entropy_with_logits(out.halt_logits, exact.to(out.halt_logits.dtype), reduction="none")
-        terms = {"lm_loss": per_seq, "q_halt_loss": halt}
-        if training:
-            terms.update(self.extra_loss_terms(net, carry, out, progress))
+        terms = {"lm_loss": per_seq, **self.halt_loss_terms(net, carry, out, progress, exact, training)}
         weights = self.sample_weights(carry, progress)
+        if slot_mask is not None:
+            weights = slot_mask.float() if weights is None else weights * slot_mask
         if weights is not None:
             terms = {k: v * weights.to(v.dtype) for k, v in terms.items()}
         summed = {k: v.sum() for k, v in terms.items()}
-        halt_terms = sum(v for k, v in summed.items() if k != "lm_loss")
+        halt_terms = sum((v for k, v in summed.items() if k != "lm_loss"), torch.zeros((), device=per_seq.device))
         total = summed["lm_loss"] + self.halt_loss_weight * halt_terms
         return LossOutput(total=total, terms=summed, exact=exact, token_accuracy=token_acc)
+
+    def halt_loss_terms(
+        self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress, exact: Tensor, training: bool
+    ) -> dict[str, Tensor]:
+        """Per-slot halting losses [B]: BCE(q_halt, exact), plus `extra_loss_terms` in training."""
+        halt = F.binary_cross_entropy_with_logits(out.halt_logits, exact.to(out.halt_logits.dtype), reduction="none")
+        terms = {"q_halt_loss": halt}
+        if training:
+            terms.update(self.extra_loss_terms(net, carry, out, progress))
+        return terms
 
     def extra_loss_terms(
         self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress

@@ -23,9 +23,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from recursive_reasoning.losses import sequence_loss
 from recursive_reasoning.network import ReasoningNetwork
-from strategies.base import Batch, Carry, LossOutput, Progress, RecursionStrategy, SegmentOutput
+from strategies.base import Batch, Carry, Progress, RecursionStrategy, SegmentOutput
 
 Schedule = list[tuple[float, int]]
 
@@ -200,16 +199,11 @@ class RSM(RecursionStrategy):
 
     # --- loss and halting --------------------------------------------------------------------------------------
 
-    def loss(
-        self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress, training: bool = True
-    ) -> LossOutput:
-        """Cross-entropy on the final answer only (per-sequence mean over valid tokens, summed over the batch)."""
-        per_seq, exact, token_acc = sequence_loss(out.logits, carry.batch["labels"], self.loss_type)
-        weights = self.sample_weights(carry, progress)
-        if weights is not None:
-            per_seq = per_seq * weights.to(per_seq.dtype)
-        total = per_seq.sum()
-        return LossOutput(total=total, terms={"lm_loss": total}, exact=exact, token_accuracy=token_acc)
+    def halt_loss_terms(
+        self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress, exact: Tensor, training: bool
+    ) -> dict[str, Tensor]:
+        """None: RSM trains on the cross-entropy of the final answer only."""
+        return {}
 
     def unused_parameters(self, net: ReasoningNetwork) -> dict[str, str]:
         return {name: "RSM has no Q head" for name, _ in net.q_head.named_parameters(prefix="q_head")}
