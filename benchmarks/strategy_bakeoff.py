@@ -24,7 +24,7 @@ import torch
 from datamodules import GeneratedSudoku
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
 from recursive_reasoning.network import NetworkConfig
-from strategies import CGAR, HRM, TRM, RecursionStrategy
+from strategies import CGAR, HRM, RSM, TRM, RecursionStrategy
 
 
 def strategies(supervision_steps: int) -> dict[str, Callable[[], tuple[RecursionStrategy, NetworkConfig]]]:
@@ -38,12 +38,9 @@ def strategies(supervision_steps: int) -> dict[str, Callable[[], tuple[Recursion
         "CGAR": lambda: (CGAR(cycles=2, latent_steps=2, supervision_steps=supervision_steps,
                               stage_depths=[(1, 1), (1, 2), (2, 2)]), shared),
     }
-    try:
-        from strategies import RSM  # type: ignore[attr-defined]
-
-        methods["RSM"] = lambda: (RSM(), shared)
-    except ImportError:
-        pass
+    # RSM's Sudoku recipe grows to (H, L) = (8, 12), far costlier per step than the others here; at this scale it
+    # grows H 2 -> 3 -> 4 at L 2 (module calls per step comparable to the other methods' at the same budget).
+    methods["RSM"] = lambda: (RSM(h_schedule=[(0.0, 2), (0.4, 3), (0.8, 4)], l_schedule=[(0.0, 2)]), shared)
     return methods
 
 

@@ -191,6 +191,13 @@ class RecursionStrategy(ABC):
 
     # --- one segment -------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def cycle(net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, latent_steps: int) -> tuple[Tensor, Tensor]:
+        """One recursion cycle: n latent updates z = f(z, y + x), then one answer update y = f(y, z)."""
+        for _ in range(latent_steps):
+            z = net.latent_step(z, y, x)
+        return net.answer_step(y, z), z
+
     @abstractmethod
     def recurse(
         self, net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, progress: Progress, training: bool

@@ -154,13 +154,6 @@ class RSM(RecursionStrategy):
 
     # --- one segment -------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def outer_step(net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, latent_steps: int) -> tuple[Tensor, Tensor]:
-        """L latent updates with the input injected, then one answer update."""
-        for _ in range(latent_steps):
-            z = net.latent_step(z, y, x)
-        return net.answer_step(y, z), z
-
     def recurse(
         self, net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, progress: Progress, training: bool
     ) -> tuple[Tensor, Tensor]:
@@ -168,19 +161,19 @@ class RSM(RecursionStrategy):
         if not training:
             with torch.no_grad():
                 for _ in range(outer):
-                    y, z = self.outer_step(net, y, z, x, latent)
+                    y, z = self.cycle(net, y, z, x, latent)
             return y, z
         penultimate_grad = bool(torch.rand(()) >= self.p_detach)
         self.last_penultimate_grad = penultimate_grad
         with torch.no_grad():
             for _ in range(outer - 2):
-                y, z = self.outer_step(net, y.detach(), z.detach(), x, latent)
+                y, z = self.cycle(net, y.detach(), z.detach(), x, latent)
             y, z = y.detach(), z.detach()
             for _ in range(latent):
                 z = net.latent_step(z, y, x)
         with torch.set_grad_enabled(penultimate_grad):
             y = net.answer_step(y, z)
-        return self.outer_step(net, y if penultimate_grad else y.detach(), z.detach(), x, latent)
+        return self.cycle(net, y if penultimate_grad else y.detach(), z.detach(), x, latent)
 
     def module_calls(self, progress: Progress, training: bool) -> tuple[int, int]:
         """(H * (L + 1), L + 1 or L + 2) of a segment.
@@ -265,7 +258,7 @@ class RSM(RecursionStrategy):
         unchanged = torch.zeros(size, dtype=torch.long, device=device)
         live = torch.ones(size, dtype=torch.bool, device=device)
         for t in range(outer):
-            new_y, new_z = self.outer_step(net, y, z, x, latent)
+            new_y, new_z = self.cycle(net, y, z, x, latent)
             if early_exit:
                 keep = live.view(-1, 1, 1)
                 new_y, new_z = torch.where(keep, new_y, y), torch.where(keep, new_z, z)

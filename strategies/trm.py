@@ -44,12 +44,6 @@ class TRM(RecursionStrategy):
         """(T, n) used for a segment; fixed for TRM, a curriculum for subclasses such as CGAR."""
         return self.cycles, self.latent_steps
 
-    def cycle(self, net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, latent_steps: int) -> tuple[Tensor, Tensor]:
-        """n latent updates with the input injected, then one answer update."""
-        for _ in range(latent_steps):
-            z = net.latent_step(z, y, x)
-        return net.answer_step(y, z), z
-
     def recurse(
         self, net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, progress: Progress, training: bool
     ) -> tuple[Tensor, Tensor]:

@@ -1,4 +1,4 @@
-"""Shared test helpers: locating the reference data in ../shared beside the checkout."""
+"""Shared test helpers: locating the reference data in ../shared beside the checkout, tiny random batches."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -19,3 +20,13 @@ def require_shared(relative: str) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def tiny_batch(size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random batch for the tiny test networks: 9 tokens from a vocabulary of 6, puzzle ids from 3."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "inputs": torch.randint(1, 6, (size, 9), generator=g),
+        "labels": torch.randint(2, 6, (size, 9), generator=g),
+        "puzzle_ids": torch.randint(0, 3, (size,), generator=g),
+    }

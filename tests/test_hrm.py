@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from conftest import tiny_batch
 
 from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
 from strategies import HRM, Progress
@@ -13,15 +14,6 @@ def tiny_hrm(seed: int = 0) -> ReasoningNetwork:
     config = NetworkConfig(hidden_size=32, num_heads=4, num_layers=2, shared=False, mixer="attention",
                            positions="rope", puzzle_emb_len=1)
     return ReasoningNetwork(config, 6, 9, 3)
-
-
-def tiny_batch(size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "inputs": torch.randint(1, 6, (size, 9), generator=g),
-        "labels": torch.randint(2, 6, (size, 9), generator=g),
-        "puzzle_ids": torch.randint(0, 3, (size,), generator=g),
-    }
 
 
 def test_the_network_for_hrm_has_two_modules() -> None:

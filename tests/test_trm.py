@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_batch
 
 from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
 from strategies import TRM, Progress
@@ -12,15 +13,6 @@ from strategies import TRM, Progress
 def tiny_net(seed: int = 0) -> ReasoningNetwork:
     torch.manual_seed(seed)
     return ReasoningNetwork(NetworkConfig(hidden_size=32, num_heads=4, num_layers=2, puzzle_emb_len=2), 6, 9, 3)
-
-
-def tiny_batch(size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "inputs": torch.randint(1, 6, (size, 9), generator=g),
-        "labels": torch.randint(2, 6, (size, 9), generator=g),
-        "puzzle_ids": torch.randint(0, 3, (size,), generator=g),
-    }
 
 
 def test_gradient_window_equals_hand_unrolled_reference() -> None:
