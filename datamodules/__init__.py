@@ -1,5 +1,7 @@
 """Lightning datamodules for the puzzle tasks (``datamodules.Sudoku``, ``datamodules.GeneratedSudoku``, ...)."""
 
+from datamodules.maze import GeneratedMaze, Maze, MazeDataModule
 from datamodules.sudoku import GeneratedSudoku, Sudoku, SudokuDataModule
 
 __all__ = ["GeneratedSudoku", "Sudoku", "SudokuDataModule"]
+__all__ += ["GeneratedMaze", "Maze", "MazeDataModule"]

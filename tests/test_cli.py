@@ -46,6 +46,16 @@ def sudoku_dir(tmp_path: Path) -> Path:
     return directory
 
 
+def maze_dir(tmp_path: Path) -> Path:
+    """A Maze-Hard layout made from the first rows of the real files: 16 training and 8 test mazes."""
+    directory = tmp_path / "maze-30x30-hard-1k"
+    directory.mkdir()
+    for name, rows in (("train", 16), ("test", 8)):
+        lines = gzip.open(require_shared(f"data/maze-30x30-hard-1k/{name}.csv.gz"), "rt").read().splitlines()
+        (directory / f"{name}.csv").write_text("\n".join(lines[: rows + 1]) + "\n")
+    return directory
+
+
 def data_overrides(config: Path, tmp_path: Path) -> list[str]:
     data_class = yaml.safe_load(config.read_text())["data"]["class_path"]
     if data_class == "datamodules.Sudoku":
@@ -54,6 +64,13 @@ def data_overrides(config: Path, tmp_path: Path) -> list[str]:
     if data_class == "datamodules.GeneratedSudoku":
         return ["--data.init_args.size=4", "--data.init_args.train_size=16", "--data.init_args.val_size=4",
                 "--data.init_args.test_size=4", f"--data.init_args.cache_dir={tmp_path / 'cache'}"]
+    if data_class == "datamodules.Maze":
+        return [f"--data.init_args.data_dir={maze_dir(tmp_path)}", "--data.init_args.val_size=4",
+                "--data.init_args.test_size=4"]
+    if data_class == "datamodules.GeneratedMaze":
+        return ["--data.init_args.side=6", "--data.init_args.min_path=6", "--data.init_args.train_size=16",
+                "--data.init_args.val_size=4", "--data.init_args.test_size=4",
+                f"--data.init_args.cache_dir={tmp_path / 'cache'}"]
     raise AssertionError(f"no tiny overrides for data module {data_class}; add them here")
 
 
