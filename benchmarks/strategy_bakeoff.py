@@ -1,7 +1,8 @@
 """Train every built-in strategy on the same generated Sudoku task with the same optimiser-step budget.
 
 Reports held-out exact accuracy, mean segments used, wall-clock and peak memory per strategy and seed, as a markdown
-table. Each (strategy, seed) runs in its own process, so peak memory is that run's own. Same network width, data, batch, learning rate and steps for all; only the recursion method differs.
+table. Each (strategy, seed) runs in its own process, so peak memory is that run's own. Same network width, data,
+batch, learning rate and steps for all; only the recursion method differs.
 
     python benchmarks/strategy_bakeoff.py --size 6 --steps 600 --seeds 0 1 2
     python benchmarks/strategy_bakeoff.py --strategies TRM CGAR --size 6 --steps 1500
@@ -57,7 +58,8 @@ def run(build: Callable, size: int, steps: int, seed: int, batch: int, lr: float
                            test_size=1000 if size > 4 else 500, batch_size=batch, eval_batch_size=500, seed=0)
     data.prepare_data()  # generate (or load the cached puzzles) before the clock starts
     data.setup("fit")
-    model = RecursiveReasoner(strategy, network, OptimConfig(lr=lr, weight_decay=0.1, warmup_steps=min(100, steps // 5)),
+    optim = OptimConfig(lr=lr, weight_decay=0.1, warmup_steps=min(100, steps // 5))
+    model = RecursiveReasoner(strategy, network, optim,
                               vocab_size=data.vocab_size, seq_len=data.seq_len, num_puzzle_ids=data.num_puzzle_ids)
     trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=steps, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -11,25 +11,20 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules import maze_rules as rules
+from datamodules.base import GeneratedArrays, PuzzleDataModule, ensure_csv_files, head_splits, split_in_order
 
 __all__ = ["GeneratedMaze", "Maze", "MazeDataModule", "MazeDataset"]
 
 HF_REPO_ID = "sapientinc/maze-30x30-hard-1k"
 MAZE_HARD_SIDE = 30
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 
 class MazeDataset(Dataset):
@@ -72,8 +67,8 @@ class MazeDataset(Dataset):
         return self.__getitems__([int(index)])[0]
 
 
-class MazeDataModule(L.LightningDataModule):
-    """Shared base of the maze datamodules: metadata, datasets, dataloaders and the path checker."""
+class MazeDataModule(PuzzleDataModule):
+    """Shared base of the maze datamodules: maze side, token metadata, the augmenting dataset and the path checker."""
 
     def __init__(
         self,
@@ -85,19 +80,11 @@ class MazeDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         """Store loader settings; `side` is the side N of the square mazes."""
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers, seed)
         if side < 2:
             raise ValueError(f"side must be >= 2, got {side}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._side = side
         self.augment = augment
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self._splits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
-        self.datasets: dict[str, MazeDataset] = {}
 
     @property
     def side(self) -> int:
@@ -129,58 +116,8 @@ class MazeDataModule(L.LightningDataModule):
         ok = rules.valid_paths(inputs.detach().long().cpu().numpy(), predictions.detach().long().cpu().numpy())
         return torch.from_numpy(ok).to(inputs.device)
 
-    def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Return {"train", "val", "test"} -> (inputs, labels) code arrays [n, N*N]; implemented by subclasses."""
-        raise NotImplementedError
-
-    def setup(self, stage: str | None = None) -> None:
-        """Load the splits once and build the datasets (training augmented when asked, evaluation never)."""
-        if self._splits is None:
-            self._splits = self._load_splits()
-        if not self.datasets:
-            self.datasets["train"] = MazeDataset(*self._splits["train"], augment=self.augment)
-            for split in ("val", "test"):
-                self.datasets[split] = MazeDataset(*self._splits[split], augment=False)
-
-    def _dataset(self, split: str) -> MazeDataset:
-        """Return a split's dataset, setting up on first use."""
-        if not self.datasets:
-            self.setup()
-        return self.datasets[split]
-
-    def _loader(self, dataset: MazeDataset, batch_size: int, train: bool) -> DataLoader:
-        """Build a DataLoader with the shared worker settings."""
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
-            generator=torch.Generator().manual_seed(self.seed) if train else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) batches over the whole (augmented) training set, last partial batch dropped."""
-        dataset = self._dataset("train")
-        if len(dataset) < self.batch_size:
-            raise ValueError(
-                f"the training set has {len(dataset)} examples, fewer than batch_size={self.batch_size}, so no full "
-                "batch can be made; lower batch_size, turn augment on or use more training mazes"
-            )
-        return self._loader(dataset, self.batch_size, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in order, never augmented."""
-        return self._loader(self._dataset("val"), self.eval_batch_size, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in order, never augmented."""
-        return self._loader(self._dataset("test"), self.eval_batch_size, train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Prediction runs over the test data."""
-        return self.test_dataloader()
+    def _make_dataset(self, inputs: np.ndarray, labels: np.ndarray, train: bool) -> MazeDataset:
+        return MazeDataset(inputs, labels, augment=self.augment and train)
 
 
 def read_maze_csv(path: Path, side: int = MAZE_HARD_SIDE, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -312,76 +249,19 @@ class Maze(MazeDataModule):
         self.download = download
         self.save_hyperparameters()
 
-    def _find(self, name: str) -> Path | None:
-        """Return the path of `name`.csv or `name`.csv.gz in data_dir, if either exists."""
-        for suffix in (".csv", ".csv.gz"):
-            path = self.data_dir / f"{name}{suffix}"
-            if path.is_file():
-                return path
-        return None
-
-    def _missing(self) -> list[str]:
-        """Names of the CSV files not present in data_dir."""
-        return [name for name in ("train", "test") if self._find(name) is None]
-
-    def _download(self, names: list[str]) -> None:
-        """Fetch the named CSV files from Hugging Face into data_dir."""
-        try:
-            from huggingface_hub import hf_hub_download
-        except ImportError as err:
-            raise ImportError(
-                "download=true needs the huggingface_hub package: pip install huggingface_hub "
-                f"(or place train.csv and test.csv in {self.data_dir} yourself)"
-            ) from err
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            try:
-                hf_hub_download(
-                    repo_id=HF_REPO_ID, filename=f"{name}.csv", repo_type="dataset", local_dir=str(self.data_dir)
-                )
-            except Exception as err:
-                raise RuntimeError(
-                    f"could not download {name}.csv of the Hugging Face dataset {HF_REPO_ID} ({err}); check the "
-                    f"network, or download it by hand from https://huggingface.co/datasets/{HF_REPO_ID} and place "
-                    f"it at {self.data_dir / f'{name}.csv'}"
-                ) from err
-
-    def _ensure_files(self) -> None:
-        """Download missing files if allowed, else raise FileNotFoundError saying what to put where."""
-        missing = self._missing()
-        if missing and self.download:
-            self._download(missing)
-            missing = self._missing()
-        if missing:
-            expected = " and ".join(str(self.data_dir / f"{name}.csv") for name in missing)
-            raise FileNotFoundError(
-                f"Maze-Hard data not found: expected {expected} (or .csv.gz). Get train.csv and test.csv from the "
-                f"Hugging Face dataset {HF_REPO_ID} (https://huggingface.co/datasets/{HF_REPO_ID}) into "
-                f"{self.data_dir}, or pass download=true"
-            )
-
     def prepare_data(self) -> None:
         """Download the CSV files when missing and allowed; otherwise check they exist."""
-        self._ensure_files()
+        ensure_csv_files(self.data_dir, self.download, HF_REPO_ID, "Maze-Hard")
 
     def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Read all training mazes and the leading rows of the test file."""
-        self._ensure_files()
-        train_path, test_path = self._find("train"), self._find("test")
-        assert train_path is not None and test_path is not None
-        train = read_maze_csv(train_path, self.side)
+        paths = ensure_csv_files(self.data_dir, self.download, HF_REPO_ID, "Maze-Hard")
+        train = read_maze_csv(paths["train"], self.side)
         if len(train[0]) == 0:
-            raise ValueError(f"{train_path} holds no mazes")
+            raise ValueError(f"{paths['train']} holds no mazes")
         limit = None if self.test_size is None else max(self.val_size, self.test_size)
-        test_q, test_a = read_maze_csv(test_path, self.side, limit=limit)
-        if len(test_q) == 0:
-            raise ValueError(f"{test_path} holds no mazes")
-        n_test = len(test_q) if self.test_size is None else min(self.test_size, len(test_q))
-        return {
-            "train": train,
-            "val": (test_q[: self.val_size], test_a[: self.val_size]),
-            "test": (test_q[:n_test], test_a[:n_test]),
-        }
+        test = read_maze_csv(paths["test"], self.side, limit=limit)
+        return head_splits(train, test, self.val_size, self.test_size, paths["test"])
 
 
 class GeneratedMaze(MazeDataModule):
@@ -429,98 +309,27 @@ class GeneratedMaze(MazeDataModule):
         self.train_size = train_size
         self.val_size = val_size
         self.test_size = test_size
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        key = {"format": _CACHE_FORMAT, "side": side, "min_path": min_path, "wall_fraction": [0.3, 0.5],
+               "train_size": train_size, "val_size": val_size, "test_size": test_size, "seed": seed}
+        self.generated = GeneratedArrays(
+            lambda count, entropy: rules.generate(side, count, min_path, (0.3, 0.5), _entropy=entropy),
+            train_size + val_size + test_size,
+            key,
+            f"maze{side}_p{min_path}_n{train_size}-{val_size}-{test_size}_s{seed}",
+            cache_dir,
+            seed,
+        )
         self.save_hyperparameters()
 
     @property
     def cache_path(self) -> Path | None:
         """The .npz file for these generation settings (None when caching is off)."""
-        if self.cache_dir is None:
-            return None
-        key = self._generation_key()
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-        sizes = f"{self.train_size}-{self.val_size}-{self.test_size}"
-        return self.cache_dir / f"maze{self.side}_p{self.min_path}_n{sizes}_s{self.seed}_{digest}.npz"
-
-    def _generation_key(self) -> dict[str, Any]:
-        """Every setting that changes the generated mazes."""
-        return {
-            "format": _CACHE_FORMAT,
-            "side": self.side,
-            "min_path": self.min_path,
-            "wall_fraction": [0.3, 0.5],
-            "train_size": self.train_size,
-            "val_size": self.val_size,
-            "test_size": self.test_size,
-            "seed": self.seed,
-        }
-
-    def _generate(self) -> tuple[np.ndarray, np.ndarray]:
-        """Generate enough distinct mazes for all splits (extra rounds replace duplicates)."""
-        total = self.train_size + self.val_size + self.test_size
-        inputs = np.zeros((0, self.seq_len), dtype=np.uint8)
-        labels = inputs.copy()
-        for attempt in range(20):
-            need = total - len(inputs)
-            if need <= 0:
-                break
-            entropy = (self.seed,) if attempt == 0 else (self.seed, attempt)
-            count = need if attempt == 0 else need + need // 2 + 32
-            q, a = rules.generate(self.side, count, self.min_path, (0.3, 0.5), _entropy=entropy)
-            inputs, labels = np.concatenate([inputs, q]), np.concatenate([labels, a])
-            _, first = np.unique(inputs, axis=0, return_index=True)
-            keep = np.sort(first)
-            inputs, labels = inputs[keep], labels[keep]
-        if len(inputs) < total:
-            raise ValueError(
-                f"could only make {len(inputs)} distinct {self.side}x{self.side} mazes, fewer than the {total} "
-                "requested; ask for fewer mazes, a larger side or a different min_path"
-            )
-        return inputs[:total], labels[:total]
-
-    def _save(self, path: Path, inputs: np.ndarray, labels: np.ndarray) -> None:
-        """Write the cache atomically: a temporary file in the same directory, then os.replace."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, inputs=inputs, labels=labels, key=json.dumps(self._generation_key()))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
-    def _load_cache(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Return the cached arrays when a cache file for these settings exists."""
-        path = self.cache_path
-        if path is None or not path.is_file():
-            return None
-        with np.load(path) as data:
-            if json.loads(str(data["key"])) != self._generation_key():
-                return None
-            return data["inputs"], data["labels"]
+        return self.generated.path
 
     def prepare_data(self) -> None:
         """Generate the mazes and write the cache if it is not there yet."""
-        if self.cache_path is None or self._load_cache() is not None:
-            return
-        inputs, labels = self._generate()
-        self._save(self.cache_path, inputs, labels)
-        self._arrays = (inputs, labels)
+        self.generated.prepare()
 
     def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Load (or generate) the mazes and split them into train / val / test in order."""
-        arrays = self._arrays if self._arrays is not None else self._load_cache()
-        if arrays is None:
-            arrays = self._generate()
-            if self.cache_path is not None:
-                self._save(self.cache_path, *arrays)
-        inputs, labels = arrays
-        a, b = self.train_size, self.train_size + self.val_size
-        return {
-            "train": (inputs[:a], labels[:a]),
-            "val": (inputs[a:b], labels[a:b]),
-            "test": (inputs[b:], labels[b:]),
-        }
+        return split_in_order(self.generated.load(), self.train_size, self.val_size)

@@ -9,27 +9,23 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules import sudoku_rules as rules
+from datamodules.base import GeneratedArrays, PuzzleDataModule, ensure_csv_files, head_splits, split_in_order
 
 __all__ = ["GeneratedSudoku", "Sudoku", "SudokuDataModule", "SudokuDataset", "decode", "encode"]
 
 PAD = 0
 BLANK = 1
 HF_REPO_ID = "sapientinc/sudoku-extreme"
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -104,8 +100,8 @@ class SudokuDataset(Dataset):
         return self.__getitems__([int(index)])[0]
 
 
-class SudokuDataModule(L.LightningDataModule):
-    """Shared base of the Sudoku datamodules: metadata, datasets and dataloaders; subclasses load the splits."""
+class SudokuDataModule(PuzzleDataModule):
+    """Shared base of the Sudoku datamodules: grid size, token metadata and the augmenting dataset."""
 
     def __init__(
         self,
@@ -117,20 +113,12 @@ class SudokuDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         """Store loader settings; `size` is the side of the grid (4, 6 or 9)."""
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers, seed)
         rules.box_shape(size)
         if augmentations < 1:
             raise ValueError(f"augmentations must be >= 1 (1 = no augmentation), got {augmentations}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._size = size
         self.augmentations = augmentations
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self._splits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
-        self.datasets: dict[str, SudokuDataset] = {}
 
     @property
     def size(self) -> int:
@@ -152,59 +140,8 @@ class SudokuDataModule(L.LightningDataModule):
         """Sudoku uses one puzzle id (0) for every example."""
         return 1
 
-    def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Return {"train", "val", "test"} -> (puzzles, solutions) arrays [n, N*N]; implemented by subclasses."""
-        raise NotImplementedError
-
-    def setup(self, stage: str | None = None) -> None:
-        """Load the splits once and build the datasets (training augmented, evaluation never)."""
-        if self._splits is None:
-            self._splits = self._load_splits()
-        if not self.datasets:
-            train_p, train_s = self._splits["train"]
-            self.datasets["train"] = SudokuDataset(train_p, train_s, self.augmentations, self.seed)
-            for split in ("val", "test"):
-                self.datasets[split] = SudokuDataset(*self._splits[split], augmentations=1, seed=self.seed)
-
-    def _dataset(self, split: str) -> SudokuDataset:
-        """Return a split's dataset, setting up on first use."""
-        if not self.datasets:
-            self.setup()
-        return self.datasets[split]
-
-    def _loader(self, dataset: SudokuDataset, batch_size: int, train: bool) -> DataLoader:
-        """Build a DataLoader with the shared worker settings."""
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
-            generator=torch.Generator().manual_seed(self.seed) if train else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) batches over the whole augmented training range, last partial batch dropped."""
-        dataset = self._dataset("train")
-        if len(dataset) < self.batch_size:
-            raise ValueError(
-                f"the training set has {len(dataset)} examples, fewer than batch_size={self.batch_size}, so no full "
-                "batch can be made; lower batch_size or raise augmentations / the number of training puzzles"
-            )
-        return self._loader(dataset, self.batch_size, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in order, never augmented."""
-        return self._loader(self._dataset("val"), self.eval_batch_size, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in order, never augmented."""
-        return self._loader(self._dataset("test"), self.eval_batch_size, train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Prediction runs over the test data."""
-        return self.test_dataloader()
+    def _make_dataset(self, inputs: np.ndarray, labels: np.ndarray, train: bool) -> SudokuDataset:
+        return SudokuDataset(inputs, labels, self.augmentations if train else 1, self.seed)
 
 
 def _read_grids(path: Path, limit: int | None = None, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -314,63 +251,14 @@ class Sudoku(SudokuDataModule):
         self.download = download
         self.save_hyperparameters()
 
-    def _find(self, name: str) -> Path | None:
-        """Return the path of `name`.csv or `name`.csv.gz in data_dir, if either exists."""
-        for suffix in (".csv", ".csv.gz"):
-            path = self.data_dir / f"{name}{suffix}"
-            if path.is_file():
-                return path
-        return None
-
-    def _missing(self) -> list[str]:
-        """Names of the CSV files not present in data_dir."""
-        return [name for name in ("train", "test") if self._find(name) is None]
-
-    def _download(self, names: list[str]) -> None:
-        """Fetch the named CSV files from Hugging Face into data_dir."""
-        try:
-            from huggingface_hub import hf_hub_download
-        except ImportError as err:
-            raise ImportError(
-                "download=true needs the huggingface_hub package: pip install huggingface_hub "
-                f"(or place train.csv and test.csv in {self.data_dir} yourself)"
-            ) from err
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            try:
-                hf_hub_download(
-                    repo_id=HF_REPO_ID, filename=f"{name}.csv", repo_type="dataset", local_dir=str(self.data_dir)
-                )
-            except Exception as err:
-                raise RuntimeError(
-                    f"could not download {name}.csv of the Hugging Face dataset {HF_REPO_ID} ({err}); check the "
-                    f"network, or download it by hand from https://huggingface.co/datasets/{HF_REPO_ID} and place "
-                    f"it at {self.data_dir / f'{name}.csv'}"
-                ) from err
-
-    def _ensure_files(self) -> None:
-        """Download missing files if allowed, else raise FileNotFoundError saying what to put where."""
-        missing = self._missing()
-        if missing and self.download:
-            self._download(missing)
-            missing = self._missing()
-        if missing:
-            expected = " and ".join(str(self.data_dir / f"{name}.csv") for name in missing)
-            raise FileNotFoundError(
-                f"Sudoku-Extreme data not found: expected {expected} (or .csv.gz). Get train.csv and test.csv from "
-                f"the Hugging Face dataset {HF_REPO_ID} (https://huggingface.co/datasets/{HF_REPO_ID}) into "
-                f"{self.data_dir}, or pass download=true"
-            )
-
     def prepare_data(self) -> None:
         """Download the CSV files when missing and allowed; otherwise check they exist."""
-        self._ensure_files()
+        ensure_csv_files(self.data_dir, self.download, HF_REPO_ID, "Sudoku-Extreme")
 
     def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Read the training subsample and the leading rows of the test file."""
-        self._ensure_files()
-        train_path, test_path = self._find("train"), self._find("test")
-        assert train_path is not None and test_path is not None
+        paths = ensure_csv_files(self.data_dir, self.download, HF_REPO_ID, "Sudoku-Extreme")
+        train_path, test_path = paths["train"], paths["test"]
         rows = None
         if self.subsample is not None:
             opener = gzip.open if train_path.suffix == ".gz" else open
@@ -379,17 +267,9 @@ class Sudoku(SudokuDataModule):
             if self.subsample > n_rows:
                 raise ValueError(f"subsample={self.subsample} but {train_path} has only {n_rows} puzzles")
             rows = np.sort(np.random.default_rng(self.seed).choice(n_rows, self.subsample, replace=False))
-        train = _read_grids(train_path, rows=rows)
         limit = None if self.test_size is None else max(self.val_size, self.test_size)
-        test_q, test_a = _read_grids(test_path, limit=limit)
-        if len(test_q) == 0:
-            raise ValueError(f"{test_path} holds no puzzles")
-        n_test = len(test_q) if self.test_size is None else min(self.test_size, len(test_q))
-        return {
-            "train": train,
-            "val": (test_q[: self.val_size], test_a[: self.val_size]),
-            "test": (test_q[:n_test], test_a[:n_test]),
-        }
+        test = _read_grids(test_path, limit=limit)
+        return head_splits(_read_grids(train_path, rows=rows), test, self.val_size, self.test_size, test_path)
 
 
 class GeneratedSudoku(SudokuDataModule):
@@ -437,98 +317,24 @@ class GeneratedSudoku(SudokuDataModule):
         self.train_size = train_size
         self.val_size = val_size
         self.test_size = test_size
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        key = {"format": _CACHE_FORMAT, "size": size, "givens": givens, "train_size": train_size,
+               "val_size": val_size, "test_size": test_size, "seed": seed}
+        stem = f"sudoku{size}_g{'min' if givens is None else givens}_n{train_size}-{val_size}-{test_size}_s{seed}"
+        self.generated = GeneratedArrays(
+            lambda count, entropy: rules.generate(size, count, givens, _entropy=entropy),
+            train_size + val_size + test_size, key, stem, cache_dir, seed,
+        )
         self.save_hyperparameters()
 
     @property
     def cache_path(self) -> Path | None:
         """The .npz file for these generation settings (None when caching is off)."""
-        if self.cache_dir is None:
-            return None
-        key = self._generation_key()
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-        givens = "min" if self.givens is None else self.givens
-        sizes = f"{self.train_size}-{self.val_size}-{self.test_size}"
-        return self.cache_dir / f"sudoku{self.size}_g{givens}_n{sizes}_s{self.seed}_{digest}.npz"
-
-    def _generation_key(self) -> dict[str, Any]:
-        """Every setting that changes the generated puzzles."""
-        return {
-            "format": _CACHE_FORMAT,
-            "size": self.size,
-            "givens": self.givens,
-            "train_size": self.train_size,
-            "val_size": self.val_size,
-            "test_size": self.test_size,
-            "seed": self.seed,
-        }
-
-    def _generate(self) -> tuple[np.ndarray, np.ndarray]:
-        """Generate enough distinct puzzles for all splits (extra rounds replace duplicates)."""
-        total = self.train_size + self.val_size + self.test_size
-        puzzles = np.zeros((0, self.seq_len), dtype=np.uint8)
-        solutions = puzzles.copy()
-        for attempt in range(20):
-            need = total - len(puzzles)
-            if need <= 0:
-                break
-            entropy = (self.seed,) if attempt == 0 else (self.seed, attempt)
-            count = need if attempt == 0 else need + need // 2 + 32
-            p, s = rules.generate(self.size, count, self.givens, _entropy=entropy)
-            puzzles, solutions = np.concatenate([puzzles, p]), np.concatenate([solutions, s])
-            _, first = np.unique(puzzles, axis=0, return_index=True)
-            keep = np.sort(first)
-            puzzles, solutions = puzzles[keep], solutions[keep]
-        if len(puzzles) < total:
-            raise ValueError(
-                f"could only make {len(puzzles)} distinct {self.size}x{self.size} puzzles, fewer than the {total} "
-                "requested; ask for fewer puzzles or a different size / givens"
-            )
-        return puzzles[:total], solutions[:total]
-
-    def _save(self, path: Path, puzzles: np.ndarray, solutions: np.ndarray) -> None:
-        """Write the cache atomically: a temporary file in the same directory, then os.replace."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, puzzles=puzzles, solutions=solutions, key=json.dumps(self._generation_key()))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
-    def _load_cache(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Return the cached arrays when a cache file for these settings exists."""
-        path = self.cache_path
-        if path is None or not path.is_file():
-            return None
-        with np.load(path) as data:
-            if json.loads(str(data["key"])) != self._generation_key():
-                return None
-            return data["puzzles"], data["solutions"]
+        return self.generated.path
 
     def prepare_data(self) -> None:
         """Generate the puzzles and write the cache if it is not there yet."""
-        if self.cache_path is None or self._load_cache() is not None:
-            return
-        puzzles, solutions = self._generate()
-        self._save(self.cache_path, puzzles, solutions)
-        self._arrays = (puzzles, solutions)
+        self.generated.prepare()
 
     def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Load (or generate) the puzzles and split them into train / val / test in order."""
-        arrays = self._arrays if self._arrays is not None else self._load_cache()
-        if arrays is None:
-            arrays = self._generate()
-            if self.cache_path is not None:
-                self._save(self.cache_path, *arrays)
-        puzzles, solutions = arrays
-        a, b = self.train_size, self.train_size + self.val_size
-        return {
-            "train": (puzzles[:a], solutions[:a]),
-            "val": (puzzles[a:b], solutions[a:b]),
-            "test": (puzzles[b:], solutions[b:]),
-        }
+        return split_in_order(self.generated.load(), self.train_size, self.val_size)

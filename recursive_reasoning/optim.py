@@ -157,7 +157,9 @@ class SignSGD(torch.optim.Optimizer):
         weight_decay: Decoupled weight decay coefficient.
     """
 
-    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1e-4, weight_decay: float = 0.0):
+    def __init__(
+        self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1e-4, weight_decay: float = 0.0
+    ) -> None:
         if lr < 0.0 or weight_decay < 0.0:
             raise ValueError(f"SignSGD: lr and weight_decay must be >= 0, got {lr} and {weight_decay}.")
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})

@@ -98,7 +98,9 @@ def check_every_parameter_learns(strategy: RecursionStrategy, net: ReasoningNetw
     strategy.loss(net, carry, out, progress).total.backward()
     excused = strategy.unused_parameters(net)
     missing = [name for name, p in net.named_parameters() if p.grad is None and name not in excused]
-    assert not missing, f"{strategy!r}: no gradient reaches {missing}; declare them in unused_parameters() with a reason"
+    assert not missing, (
+        f"{strategy!r}: no gradient reaches {missing}; declare them in unused_parameters() with a reason"
+    )
 
 
 def check_strategy(strategy: RecursionStrategy, net: ReasoningNetwork, progress: Progress | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The `rr` command line: every shipped recipe parses and trains one step, config errors are clear, fit -> test works."""
+"""The `rr` command line: every shipped recipe trains one step, config errors are clear, fit -> test works."""
 
 from __future__ import annotations
 

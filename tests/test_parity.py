@@ -32,7 +32,8 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> Non
 
 
 def as_batch(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {"inputs": raw["inputs"].long(), "labels": raw["labels"].long(), "puzzle_ids": raw["puzzle_identifiers"].long()}
+    ids = raw["puzzle_identifiers"].long()
+    return {"inputs": raw["inputs"].long(), "labels": raw["labels"].long(), "puzzle_ids": ids}
 
 
 def load_vector(name: str):
