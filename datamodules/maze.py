@@ -15,10 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from datamodules import maze_rules as rules
-from datamodules.base import GeneratedArrays, PuzzleDataModule, ensure_csv_files, head_splits, split_in_order
+from datamodules.base import (
+    GeneratedArrays,
+    PuzzleDataModule,
+    PuzzleDataset,
+    ensure_csv_files,
+    head_splits,
+    split_in_order,
+)
 
 __all__ = ["GeneratedMaze", "Maze", "MazeDataModule", "MazeDataset"]
 
@@ -27,7 +33,7 @@ MAZE_HARD_SIDE = 30
 _CACHE_FORMAT = 2
 
 
-class MazeDataset(Dataset):
+class MazeDataset(PuzzleDataset):
     """Map-style dataset of mazes with on-the-fly, per-index deterministic dihedral augmentation.
 
     Index i is maze ``i % n_mazes`` under dihedral transform ``i // n_mazes`` (``maze_rules.dihedral``; 0 is the
@@ -59,12 +65,7 @@ class MazeDataset(Dataset):
         gather = self.gather[idx // n]  # [B, N*N]
         inputs = torch.from_numpy(np.take_along_axis(self.inputs[idx % n], gather, axis=1).astype(np.int64))
         labels = torch.from_numpy(np.take_along_axis(self.labels[idx % n], gather, axis=1).astype(np.int64))
-        zero = torch.tensor(0, dtype=torch.long)
-        return [{"inputs": x, "labels": y, "puzzle_ids": zero} for x, y in zip(inputs, labels)]
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        """Return ``{"inputs": LongTensor[L], "labels": LongTensor[L], "puzzle_ids": LongTensor scalar 0}``."""
-        return self.__getitems__([int(index)])[0]
+        return self.items(inputs, labels)
 
 
 class MazeDataModule(PuzzleDataModule):

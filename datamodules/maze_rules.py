@@ -13,10 +13,10 @@ batch at once, one array step per BFS layer, so nothing loops over the batch. No
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 
 import numpy as np
+
+from datamodules.chunks import map_chunks
 
 __all__ = [
     "CHARS",
@@ -431,14 +431,7 @@ def generate(
         (side, min(_CHUNK, count - start), min_path, tuple(wall_fraction), max_layouts, (*entropy, start // _CHUNK))
         for start in range(0, count, _CHUNK)
     ]
-    if workers is None:
-        workers = os.cpu_count() or 1
-    workers = max(1, min(workers, len(tasks)))
-    if workers == 1:
-        results = [_generate_chunk(t) for t in tasks]
-    else:
-        with multiprocessing.get_context().Pool(workers) as pool:
-            results = pool.map(_generate_chunk, tasks, chunksize=1)
+    results = map_chunks(_generate_chunk, tasks, workers)
     if not results:
         empty = np.zeros((0, side * side), dtype=np.uint8)
         return empty, empty.copy()

@@ -15,10 +15,16 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from datamodules import sudoku_rules as rules
-from datamodules.base import GeneratedArrays, PuzzleDataModule, ensure_csv_files, head_splits, split_in_order
+from datamodules.base import (
+    GeneratedArrays,
+    PuzzleDataModule,
+    PuzzleDataset,
+    ensure_csv_files,
+    head_splits,
+    split_in_order,
+)
 
 __all__ = ["GeneratedSudoku", "Sudoku", "SudokuDataModule", "SudokuDataset", "decode", "encode"]
 
@@ -42,7 +48,7 @@ def decode(tokens: ArrayT) -> ArrayT:
     return np.clip(np.asarray(tokens) - 1, 0, None)
 
 
-class SudokuDataset(Dataset):
+class SudokuDataset(PuzzleDataset):
     """Map-style dataset of puzzles with on-the-fly, per-index deterministic augmentation.
 
     Index i is puzzle ``i % n_puzzles`` under augmentation ``i // n_puzzles``. Augmentation 0 is the identity; the
@@ -92,12 +98,7 @@ class SudokuDataset(Dataset):
                 grids[augmented] = np.take_along_axis(digit_maps, moved, axis=1)
         inputs = torch.from_numpy(encode(puzzles))
         labels = torch.from_numpy(encode(solutions))
-        zero = torch.tensor(0, dtype=torch.long)
-        return [{"inputs": x, "labels": y, "puzzle_ids": zero} for x, y in zip(inputs, labels)]
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        """Return ``{"inputs": LongTensor[L], "labels": LongTensor[L], "puzzle_ids": LongTensor scalar 0}``."""
-        return self.__getitems__([int(index)])[0]
+        return self.items(inputs, labels)
 
 
 class SudokuDataModule(PuzzleDataModule):

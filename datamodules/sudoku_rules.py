@@ -8,13 +8,13 @@ This module has no torch dependency, so it can be used by data preparation, metr
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import random
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from datamodules.chunks import map_chunks
 
 __all__ = [
     "SUPPORTED_SIZES",
@@ -456,14 +456,7 @@ def generate(
     tasks = [
         (size, givens, min(_CHUNK, count - start), (*entropy, start // _CHUNK)) for start in range(0, count, _CHUNK)
     ]
-    if workers is None:
-        workers = os.cpu_count() or 1
-    workers = max(1, min(workers, len(tasks)))
-    if workers == 1:
-        results = [_generate_chunk(t) for t in tasks]
-    else:
-        with multiprocessing.get_context().Pool(workers) as pool:
-            results = pool.map(_generate_chunk, tasks, chunksize=1)
+    results = map_chunks(_generate_chunk, tasks, workers)
     if not results:
         empty = np.zeros((0, size * size), dtype=np.uint8)
         return empty, empty.copy()
