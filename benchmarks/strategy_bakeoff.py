@@ -23,6 +23,7 @@ import lightning as L
 import torch
 
 from datamodules import GeneratedSudoku
+from recursive_reasoning.callbacks import EMA
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
 from recursive_reasoning.network import NetworkConfig
 from strategies import CGAR, HRM, RSM, TRM, RecursionStrategy
@@ -64,7 +65,7 @@ def run(build: Callable, size: int, steps: int, seed: int, batch: int, lr: float
     trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=steps, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0,
-                        callbacks=[L.pytorch.callbacks.EMAWeightAveraging(decay=0.99)])
+                        callbacks=[EMA(decay=0.99)])
     start = time.perf_counter()
     trainer.fit(model, data)
     train_seconds = time.perf_counter() - start

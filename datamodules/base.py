@@ -2,7 +2,8 @@
 with an atomic cache.
 
 A concrete data module says how to load its splits (`_load_splits`) and how to wrap arrays in a dataset
-(`_make_dataset`); file-backed ones use `ensure_csv_files` and `head_splits`, generated ones hold a `GeneratedArrays`.
+(`_make_dataset`), or builds its datasets itself (`_build_datasets`); file-backed ones use `ensure_csv_files` and
+`head_splits`, generated ones hold a `GeneratedArrays`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import hashlib
 import json
 import os
 import tempfile
-from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchmetrics import Metric
 
 Arrays = tuple[np.ndarray, np.ndarray]
 SPLITS = ("train", "val", "test")
@@ -37,6 +38,29 @@ class PuzzleDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         """Return ``{"inputs": LongTensor[L], "labels": LongTensor[L], "puzzle_ids": LongTensor scalar 0}``."""
         return self.__getitems__([int(index)])[0]
+
+
+class PuzzleEvaluator(Metric):
+    """A task-specific score over a whole evaluation epoch (e.g. Maze path validity, ARC voting).
+
+    A data module offers one through ``evaluator(stage)``; the model feeds it every evaluation batch with its
+    predicted tokens and halt logits, then logs ``compute()`` under ``{stage}/{name}`` and resets it, so nothing
+    carries over from one evaluation to the next. States are torchmetrics states, so DDP ranks are combined.
+    """
+
+    full_state_update = False
+
+    def update(self, batch: dict[str, torch.Tensor], predictions: torch.Tensor, halt_logits: torch.Tensor) -> None:
+        """Add one batch: `predictions` are tokens [B, L] (argmax of the logits), `halt_logits` [B]."""
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Scalar scores by name over everything added since the last reset."""
+        raise NotImplementedError
+
+    def write(self, directory: Path, tag: str) -> Path | None:
+        """Write an artefact of the last `compute` (e.g. a submission file) under directory; None when there is none."""
+        return None
 
 
 class PuzzleDataModule(L.LightningDataModule):
@@ -60,21 +84,25 @@ class PuzzleDataModule(L.LightningDataModule):
         self._splits: dict[str, Arrays] | None = None
         self.datasets: dict[str, Dataset] = {}
 
-    @abstractmethod
     def _load_splits(self) -> dict[str, Arrays]:
         """{"train", "val", "test"} -> (inputs, labels) arrays [n, L] in the module's own encoding."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _load_splits or override _build_datasets")
 
-    @abstractmethod
     def _make_dataset(self, inputs: np.ndarray, labels: np.ndarray, train: bool) -> Dataset:
         """Wrap one split's arrays; `train` turns on augmentation where the module has any."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _make_dataset or override _build_datasets")
 
-    def setup(self, stage: str | None = None) -> None:
-        """Load the splits once and build the datasets (training augmented, evaluation never)."""
+    def _build_datasets(self) -> dict[str, Dataset]:
+        """The three datasets; by default the `_load_splits` arrays wrapped by `_make_dataset` (training augmented)."""
         if self._splits is None:
             self._splits = self._load_splits()
+        splits = self._splits
+        return {split: self._make_dataset(*splits[split], train=split == "train") for split in SPLITS}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets once (training augmented, evaluation never)."""
         if not self.datasets:
-            splits = self._splits
-            self.datasets = {split: self._make_dataset(*splits[split], train=split == "train") for split in SPLITS}
+            self.datasets = self._build_datasets()
 
     def _dataset(self, split: str) -> Dataset:
         if not self.datasets:
@@ -113,6 +141,13 @@ class PuzzleDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Prediction runs over the test data."""
         return self.test_dataloader()
+
+    def evaluator(self, stage: str) -> PuzzleEvaluator | None:
+        """A fresh task-specific evaluator for 'val' or 'test', or None when exact accuracy says it all."""
+        return None
+
+    def check_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Raise a clear error when a checkpoint does not fit this data; called before its weights load."""
 
 
 def find_csv(data_dir: Path, name: str) -> Path | None:

@@ -21,12 +21,13 @@ from datamodules.base import (
     GeneratedArrays,
     PuzzleDataModule,
     PuzzleDataset,
+    PuzzleEvaluator,
     ensure_csv_files,
     head_splits,
     split_in_order,
 )
 
-__all__ = ["GeneratedMaze", "Maze", "MazeDataModule", "MazeDataset"]
+__all__ = ["GeneratedMaze", "Maze", "MazeDataModule", "MazeDataset", "PathEvaluator"]
 
 HF_REPO_ID = "sapientinc/maze-30x30-hard-1k"
 MAZE_HARD_SIDE = 30
@@ -68,6 +69,26 @@ class MazeDataset(PuzzleDataset):
         return self.items(inputs, labels)
 
 
+class PathEvaluator(PuzzleEvaluator):
+    """Fraction of predictions that mark a shortest S -> G path of their maze (`maze_rules.valid_paths`), logged as
+    ``valid_path`` beside exact accuracy: a prediction can be a correct shortest path yet differ from the label."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("valid", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, batch: dict[str, torch.Tensor], predictions: torch.Tensor, halt_logits: torch.Tensor) -> None:
+        """Check every predicted grid [B, N*N] against its maze batch["inputs"]."""
+        ok = rules.valid_paths(batch["inputs"].detach().cpu().numpy(), predictions.detach().cpu().numpy())
+        self.valid += float(ok.sum())
+        self.total += float(len(ok))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """{"valid_path": fraction of predictions that are shortest paths}."""
+        return {"valid_path": self.valid / self.total.clamp(min=1.0)}
+
+
 class MazeDataModule(PuzzleDataModule):
     """Shared base of the maze datamodules: maze side, token metadata, the augmenting dataset and the path checker."""
 
@@ -107,15 +128,9 @@ class MazeDataModule(PuzzleDataModule):
         """Mazes use one puzzle id (0) for every example."""
         return 1
 
-    def rule_checker(self, inputs: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
-        """Whether each predicted grid of tokens [B, N*N] marks a shortest S -> G path of its maze (bool [B]).
-
-        Args:
-            inputs: Maze tokens [B, N*N].
-            predictions: Predicted tokens [B, N*N] (e.g. the argmax of the logits).
-        """
-        ok = rules.valid_paths(inputs.detach().long().cpu().numpy(), predictions.detach().long().cpu().numpy())
-        return torch.from_numpy(ok).to(inputs.device)
+    def evaluator(self, stage: str) -> PathEvaluator:
+        """The path checker, logged as {stage}/valid_path."""
+        return PathEvaluator()
 
     def _make_dataset(self, inputs: np.ndarray, labels: np.ndarray, train: bool) -> MazeDataset:
         return MazeDataset(inputs, labels, augment=self.augment and train)

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from datamodules.chunks import map_chunks
+from datamodules.dihedral import DIHEDRAL_INVERSE, dihedral, inverse_dihedral
 
 __all__ = [
     "CHARS",
@@ -45,7 +46,6 @@ PAD, WALL, OPEN, START, GOAL, PATH = 0, 1, 2, 3, 4, 5
 CHARS = "# SGo"  # CHARS[code - 1] is the character of a code
 _LUT = np.full(256, 255, dtype=np.uint8)
 _LUT[np.frombuffer(CHARS.encode(), dtype=np.uint8)] = np.arange(1, 6, dtype=np.uint8)
-DIHEDRAL_INVERSE: tuple[int, ...] = (0, 3, 2, 1, 4, 5, 6, 7)  # dihedral(., DIHEDRAL_INVERSE[k]) undoes dihedral(., k)
 _CHUNK = 32  # mazes per generation chunk; fixed so results do not depend on the number of workers
 _TRIES = 8  # starts drawn per wall layout
 
@@ -441,37 +441,6 @@ def generate(
 
 # ----------------------------------------------------------------------------------------------------------------
 # Dihedral transforms
-
-
-def dihedral(grid: np.ndarray, k: int) -> np.ndarray:
-    """Apply dihedral transform k of the square to the last two axes of [..., N, N] (HRM's order).
-
-    k: 0 identity, 1 rotate 90 degrees counter-clockwise, 2 rotate 180, 3 rotate 270, 4 flip left-right,
-    5 flip up-down, 6 transpose, 7 anti-transpose.
-    """
-    arr = np.asarray(grid)
-    if arr.ndim < 2 or arr.shape[-1] != arr.shape[-2]:
-        raise ValueError(f"dihedral transforms need [..., N, N] grids, got shape {tuple(arr.shape)}")
-    if k in (1, 2, 3):
-        return np.rot90(arr, k, axes=(-2, -1))
-    if k == 4:
-        return np.flip(arr, -1)
-    if k == 5:
-        return np.flip(arr, -2)
-    if k == 6:
-        return np.swapaxes(arr, -1, -2)
-    if k == 7:
-        return np.flip(np.rot90(arr, 1, axes=(-2, -1)), -1)
-    if k == 0:
-        return arr
-    raise ValueError(f"dihedral transform index must be 0..7, got {k}")
-
-
-def inverse_dihedral(grid: np.ndarray, k: int) -> np.ndarray:
-    """Undo `dihedral(., k)`: ``inverse_dihedral(dihedral(g, k), k) == g``."""
-    if k not in range(8):
-        raise ValueError(f"dihedral transform index must be 0..7, got {k}")
-    return dihedral(grid, DIHEDRAL_INVERSE[k])
 
 
 def dihedral_gather(side: int) -> np.ndarray:

@@ -1,15 +1,147 @@
-"""Lightning callbacks for training recipes: `DepthGrowthCallback` stabilises training when a strategy's depth grows.
+"""Lightning callbacks for training recipes: `EMA` weight averaging and `DepthGrowthCallback`.
 
-RSM (spec section 4b) grows its recursion depth during training; at each change the callback can ramp the learning
-rate from 0 back to the scheduler's value and scale the Adam moments once.
+`EMA` is Lightning's `EMAWeightAveraging` that leaves the module's live parameters (the sparse puzzle-embedding
+table) out of the average, as the reference code does: evaluation and checkpoints use their current values.
+
+RSM (spec section 4b) grows its recursion depth during training; at each change `DepthGrowthCallback` can ramp the
+learning rate from 0 back to the scheduler's value and scale the Adam moments once.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from torch import Tensor, nn
+
+
+class _WithoutLive:
+    """A module seen without its live parameters: what `AveragedModel.update_parameters` reads from."""
+
+    def __init__(self, module: nn.Module, live: frozenset[str]) -> None:
+        self._module = module
+        self._live = live
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
+        """The module's parameters, live ones left out, in `named_parameters` order."""
+        return (p for name, p in self._module.named_parameters(recurse=recurse) if name not in self._live)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's EMA weight averaging, except for the parameters named by `pl_module.live_parameter_names()`.
+
+    The live parameters (the puzzle-embedding table) are not averaged, and the averaged model keeps no copy of them
+    (no memory or per-step work for the table): validation, the end of training and the checkpoint's `state_dict`
+    use their current values, every other weight its average. The checkpoint stores the table once, shared by
+    `state_dict` and `current_model_state`, and resuming restores the live table and the averages. A module without
+    `live_parameter_names` is averaged exactly as by `EMAWeightAveraging`.
+
+    Args:
+        device: Device of the averaged model; None uses the module's.
+        use_buffers: Average the buffers too (else they are copied).
+        decay: EMA decay per update.
+        update_every_n_steps: Update the average every n optimiser steps.
+        update_starting_at_step: First optimiser step (0-based) that updates the average; None starts at once.
+        update_starting_at_epoch: First epoch whose end updates the average; None never updates on epochs.
+        **kwargs: Passed on to `torch.optim.swa_utils.AveragedModel`.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str | int | None = None,
+        use_buffers: bool = True,
+        decay: float = 0.999,
+        update_every_n_steps: int = 1,
+        update_starting_at_step: int | None = None,
+        update_starting_at_epoch: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            device=device,
+            use_buffers=use_buffers,
+            decay=decay,
+            update_every_n_steps=update_every_n_steps,
+            update_starting_at_step=update_starting_at_step,
+            update_starting_at_epoch=update_starting_at_epoch,
+            **kwargs,
+        )
+        self._live: frozenset[str] = frozenset()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Builds the averaged model (when fitting) and drops its copies of the live parameters."""
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and self._average_model is not None:
+            self._live = live_parameter_names(pl_module)
+            for name in self._live:
+                owner, _, attr = name.rpartition(".")
+                setattr(self._average_model.module.get_submodule(owner), attr, None)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, self._averaged_view(pl_module), outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, self._averaged_view(pl_module))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Writes the averaged weights as `state_dict` (as the parent does) with the live parameters' current values."""
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self._average_model is not None and self._live:
+            current = dict(pl_module.named_parameters())
+            checkpoint["state_dict"].update({name: current[name].detach() for name in self._live})
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Restores the averages (the parent's way) without the live parameters, which the averaged model lacks."""
+        if self._average_model is not None and self._live:
+            state = {k: v for k, v in checkpoint["state_dict"].items() if k not in self._live}
+            checkpoint = {**checkpoint, "state_dict": state}
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def _averaged_view(self, pl_module: L.LightningModule) -> L.LightningModule:
+        """`pl_module` as the averaged model sees it: without the live parameters."""
+        return _WithoutLive(pl_module, self._live) if self._live else pl_module  # type: ignore[return-value]
+
+    def _pairs(self, pl_module: L.LightningModule) -> list[tuple[Tensor, Tensor]]:
+        """(averaged, current) tensors of every averaged parameter and buffer."""
+        assert self._average_model is not None
+        average = self._average_model.module
+        view = self._averaged_view(pl_module)
+        averaged = itertools.chain(average.parameters(), average.buffers())
+        current = itertools.chain(view.parameters(), pl_module.buffers())
+        return list(zip(averaged, current, strict=True))
+
+    def _swap_models(self, pl_module: L.LightningModule) -> None:
+        """Swaps the averaged and the current values of every averaged tensor; the live parameters stay."""
+        for average, current in self._pairs(pl_module):
+            tmp = average.data.clone()
+            average.data.copy_(current.data)
+            current.data.copy_(tmp)
+
+    def _copy_average_to_current(self, pl_module: L.LightningModule) -> None:
+        """Copies the averaged values into the module; the live parameters keep their current values."""
+        for average, current in self._pairs(pl_module):
+            current.data.copy_(average.data)
+
+
+def live_parameter_names(pl_module: nn.Module) -> frozenset[str]:
+    """Names of the parameters that `pl_module.live_parameter_names()` keeps out of averaging (none without it)."""
+    names = getattr(pl_module, "live_parameter_names", None)
+    live = frozenset(names()) if callable(names) else frozenset()
+    unknown = live - {name for name, _ in pl_module.named_parameters()}
+    if unknown:
+        raise ValueError(
+            f"live_parameter_names() of {type(pl_module).__name__} names {sorted(unknown)}, which are not among its "
+            "parameters; return names as in named_parameters()."
+        )
+    return live
 
 
 class DepthGrowthCallback(L.Callback):

@@ -10,17 +10,19 @@ strategy copies, e.g. RSM's eval_depths) adds {stage}/exact_accuracy@{name}.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-from lightning.pytorch.trainer.states import TrainerFn
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from recursive_reasoning.losses import sequence_loss
 from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
-from recursive_reasoning.optim import AdamATan2, OptimizerBundle, SignSGD, lr_lambda
+from recursive_reasoning.optim import AdamATan2, OptimizerBundle, SignSGD, clip_gradients, lr_lambda
 from strategies.base import Batch, Carry, Progress, RecursionStrategy
 from strategies.trm import TRM
 
@@ -126,6 +128,8 @@ class RecursiveReasoner(L.LightningModule):
             }
         )
         self.net = ReasoningNetwork(self.network_config, vocab_size, seq_len, num_puzzle_ids)
+        # The sparse puzzle table is synchronised by SignSGD itself (summed sparse gradients), never by DDP.
+        self._ddp_params_and_buffers_to_ignore = self.live_parameter_names()
         self.carry: Carry | None = None
         self._checkpoint_progress: Progress | None = None
         self.val_metrics = PuzzleMetrics()
@@ -134,6 +138,11 @@ class RecursiveReasoner(L.LightningModule):
         self.variant_metrics = nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in ("val", "test") for name in self.variants}
         )
+        self._evaluators: dict[str, Any] = {}  # the data module's task evaluators (a plain dict: not submodules)
+
+    def live_parameter_names(self) -> list[str]:
+        """Parameters kept live, never averaged (EMA): the sparse puzzle-embedding table, as in the reference code."""
+        return ["net.puzzle_embedding.weight"] if self.net.prefix_len else []
 
     # --- progress ----------------------------------------------------------------------------------------------
 
@@ -164,6 +173,9 @@ class RecursiveReasoner(L.LightningModule):
         checkpoint["rr_progress"] = {"step": progress.step, "total": progress.total}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check = getattr(self._trainer.datamodule if self._trainer is not None else None, "check_checkpoint", None)
+        if check is not None:  # e.g. ARC refuses a different puzzle-id map before the weights load
+            check(checkpoint)
         saved = checkpoint.get("rr_progress")
         self._checkpoint_progress = Progress(saved["step"], saved["total"]) if saved else None
 
@@ -265,8 +277,46 @@ class RecursiveReasoner(L.LightningModule):
                     break
         return {"logits": logits, "halt_logits": halt, "steps": steps}
 
+    def _start_evaluation(self, stage: str) -> None:
+        """Take a fresh task evaluator from the data module, if it offers one (nothing carries over)."""
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        make = getattr(datamodule, "evaluator", None)
+        evaluator = make(stage) if make is not None else None
+        self._evaluators.pop(stage, None)
+        if evaluator is not None:
+            self._evaluators[stage] = evaluator.to(self.device)
+
+    def _finish_evaluation(self, stage: str) -> None:
+        """Log the task evaluator's scores as {stage}/{name}, write its artefact (rank 0, not in the sanity check)."""
+        evaluator = self._evaluators.pop(stage, None)
+        if evaluator is None:
+            return
+        for name, value in evaluator.compute().items():
+            self.log(f"{stage}/{name}", value, prog_bar=name in ("pass@2", "valid_path"))
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            directory = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+            path = evaluator.write(directory, f"{stage}_step{self.progress().step}")
+            if path is not None:
+                rank_zero_info(f"{stage}: wrote {path}")
+        evaluator.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation("val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_evaluation("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation("test")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test")
+
     def _evaluation_step(self, batch: Batch, metrics: PuzzleMetrics, stage: str) -> None:
         result = self.solve(batch)
+        evaluator = self._evaluators.get(stage)
+        if evaluator is not None:
+            evaluator.update(batch, result["logits"].argmax(-1), result["halt_logits"])
         per_seq, exact, token_acc = sequence_loss(result["logits"], batch["labels"], self.strategy.loss_type)
         metrics.update(token_acc, exact, result["halt_logits"], result["steps"])
         size = batch["inputs"].shape[0]
@@ -290,6 +340,16 @@ class RecursiveReasoner(L.LightningModule):
         result = self.solve(batch)
         return {"predictions": result["logits"].argmax(-1), "halt_logits": result["halt_logits"],
                 "steps": result["steps"]}
+
+    def clip_gradients(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip every gradient but the SignSGD table's: sparse, rank-local under DDP, and sign descent ignores scale."""
+        if gradient_clip_val:
+            clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm or "norm")
 
     # --- optimisation ------------------------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 :class:`AdamATan2` is a plain PyTorch version of the Adam-atan2 update used by the reference code (whose public
 package is a CUDA-only extension): Adam with the ``m / (sqrt(v) + eps)`` ratio replaced by ``atan2(m, sqrt(v))``,
 so there is no epsilon, and with decoupled weight decay. :func:`lr_lambda` is the multiplicative factor of the
-reference schedule: linear warmup from 0, then constant or cosine decay to a minimum ratio.
+reference schedule: linear warmup from 0, then constant or cosine decay to a minimum ratio. :class:`SignSGD` trains
+the sparse puzzle-embedding table (summing its gradient over ranks itself under DDP), :class:`OptimizerBundle` steps
+several optimisers as one, and :func:`clip_gradients` clips every gradient except those that SignSGD steps.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -151,38 +154,129 @@ class SignSGD(torch.optim.Optimizer):
     Built for the puzzle-embedding table: with a sparse gradient only the rows present in the batch are touched
     (decay included), and gradients of repeated ids are summed before the sign. Dense gradients update every row.
 
+    Under data parallelism (``torch.distributed`` initialised with more than one rank) the table is left out of DDP's
+    all-reduce, so the step first sums the gradient over the ranks: a sparse gradient is all-gathered as (ids, rows)
+    and coalesced, never densified; a dense one is all-reduced. Every rank then applies the same update, so the
+    replicas stay equal. All ranks must call ``step`` together (a rank without a gradient contributes nothing).
+
+    Sign descent ignores the gradient's scale, so gradient clipping does not change this update. torch's clipping
+    rejects sparse gradients, and under DDP this table's gradient is still rank-local when clipping runs; clip the
+    other parameters only, with :func:`clip_gradients`.
+
     Args:
         params: Iterable of parameters or of parameter-group dicts.
         lr: Learning rate.
         weight_decay: Decoupled weight decay coefficient.
+        distributed: Sum the gradients over the ranks of the default process group when one with more than one
+            rank is initialised; False steps on each rank's local gradient (for tables synchronised elsewhere).
     """
 
     def __init__(
-        self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1e-4, weight_decay: float = 0.0
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        distributed: bool = True,
     ) -> None:
         if lr < 0.0 or weight_decay < 0.0:
             raise ValueError(f"SignSGD: lr and weight_decay must be >= 0, got {lr} and {weight_decay}.")
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
+        self.distributed = distributed
+
+    def _synchronised(self) -> bool:
+        """Whether gradients must be summed over ranks: asked for, and a multi-rank process group is running."""
+        return self.distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float | Tensor] | None = None) -> float | Tensor | None:
-        """Performs one optimisation step."""
+        """Performs one optimisation step (on the gradients summed over ranks when distributed)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        synchronised = self._synchronised()
         for group in self.param_groups:
             lr, decay = group["lr"], group["weight_decay"]
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    grad = p.grad.coalesce()  # sums the gradients of repeated ids
-                    rows = grad.indices()[0]
-                    p[rows] = p[rows] * (1 - lr * decay) - lr * grad.values().sign().to(p.dtype)
-                else:
-                    p.mul_(1 - lr * decay).sub_(p.grad.sign(), alpha=lr)
+                grad = _summed_over_ranks(p) if synchronised else p.grad
+                if grad is not None:
+                    _sign_update(p, grad, lr, decay)
         return loss
+
+
+def _sign_update(p: Tensor, grad: Tensor, lr: float, decay: float) -> None:
+    """Applies the decayed sign step to ``p`` in place: to the rows of a sparse gradient, or to all of ``p``."""
+    if not grad.is_sparse:
+        p.mul_(1 - lr * decay).sub_(grad.sign(), alpha=lr)
+        return
+    grad = grad.coalesce()  # sums the gradients of repeated ids
+    _require_row_sparse(grad)
+    rows = grad.indices()[0]
+    p[rows] = p[rows] * (1 - lr * decay) - lr * grad.values().sign().to(p.dtype)
+
+
+def _require_row_sparse(grad: Tensor) -> None:
+    """Rejects sparse gradients that are not sparse over rows only (the layout of ``nn.Embedding(sparse=True)``)."""
+    if grad.sparse_dim() != 1:
+        raise RuntimeError(
+            f"SignSGD: a sparse gradient must be sparse over its first dimension only (sparse_dim 1, as from "
+            f"nn.Embedding(sparse=True)); got sparse_dim {grad.sparse_dim()}."
+        )
+
+
+_NO_GRAD, _SPARSE, _DENSE = 0, 1, 2
+
+
+def _summed_over_ranks(p: Tensor) -> Tensor | None:
+    """``p``'s gradient summed over all ranks (sparse stays sparse), or None when no rank has one."""
+    grad = p.grad
+    if grad is not None and grad.is_sparse:
+        grad = grad.coalesce()
+        _require_row_sparse(grad)
+    kind = _NO_GRAD if grad is None else _SPARSE if grad.is_sparse else _DENSE
+    count = grad._nnz() if kind == _SPARSE else 0
+    header = torch.tensor([kind, count], dtype=torch.int64, device=p.device)
+    headers = [torch.empty_like(header) for _ in range(dist.get_world_size())]
+    dist.all_gather(headers, header)
+    kinds, counts = zip(*torch.stack(headers).tolist())
+    if set(kinds) == {_NO_GRAD}:
+        return None
+    if _DENSE in kinds and _SPARSE in kinds:
+        raise RuntimeError(
+            "SignSGD: the ranks disagree on a parameter's gradient layout (sparse on some, dense on others); "
+            "every rank must run the same model."
+        )
+    if _DENSE in kinds:
+        total = grad.clone() if grad is not None else torch.zeros_like(p)
+        dist.all_reduce(total)
+        return total
+    return _gathered_sparse(p, grad, list(counts))
+
+
+def _gathered_sparse(p: Tensor, grad: Tensor | None, counts: list[int]) -> Tensor:
+    """Every rank's coalesced row-sparse gradient (``counts[r]`` rows on rank r) concatenated and coalesced."""
+    longest = max(counts)
+    if longest == 0:
+        return torch.sparse_coo_tensor(torch.zeros((1, 0), dtype=torch.int64, device=p.device),
+                                       p.new_zeros((0, *p.shape[1:])), p.shape, check_invariants=False)
+    ids = grad.indices()[0] if grad is not None else p.new_zeros(0, dtype=torch.int64)
+    rows = grad.values().to(p.dtype) if grad is not None else p.new_zeros((0, *p.shape[1:]))
+    all_ids = [ids.new_empty(longest) for _ in counts]
+    all_rows = [rows.new_empty((longest, *p.shape[1:])) for _ in counts]
+    dist.all_gather(all_ids, _padded(ids, longest))
+    dist.all_gather(all_rows, _padded(rows, longest))
+    ids = torch.cat([r[:n] for r, n in zip(all_ids, counts)])
+    rows = torch.cat([r[:n] for r, n in zip(all_rows, counts)])
+    return torch.sparse_coo_tensor(ids.unsqueeze(0), rows, p.shape, check_invariants=False).coalesce()
+
+
+def _padded(t: Tensor, length: int) -> Tensor:
+    """``t`` with zeros appended along its first dimension up to ``length`` (all_gather needs equal sizes)."""
+    if t.shape[0] == length:
+        return t.contiguous()
+    out = t.new_zeros((length, *t.shape[1:]))
+    out[: t.shape[0]] = t
+    return out
 
 
 class OptimizerBundle(torch.optim.Optimizer):
@@ -237,3 +331,36 @@ class OptimizerBundle(torch.optim.Optimizer):
             )
         for opt, sd in zip(self.optimizers, members):
             opt.load_state_dict(sd)
+
+
+def _sign_free_parameters(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    """The parameters of ``optimizer`` that no :class:`SignSGD` (alone or inside an OptimizerBundle) steps."""
+    members = optimizer.optimizers if isinstance(optimizer, OptimizerBundle) else [optimizer]
+    return [p for opt in members if not isinstance(opt, SignSGD) for group in opt.param_groups for p in group["params"]]
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, clip_val: float, algorithm: str = "norm") -> Tensor | None:
+    """Clips the gradients of the parameters that ``optimizer`` does not step by sign descent.
+
+    SignSGD's update does not depend on the gradient's scale; its sparse gradients make torch's clipping fail
+    (``NotImplementedError`` from ``linalg_vector_norm``), and under DDP they are still rank-local when clipping runs,
+    so counting them in the norm would clip the dense weights differently on each rank.
+
+    Args:
+        optimizer: The optimiser (e.g. an OptimizerBundle) whose parameters' gradients are clipped.
+        clip_val: The maximal total norm ("norm") or the maximal absolute value ("value").
+        algorithm: "norm" (total 2-norm, as ``torch.nn.utils.clip_grad_norm_``) or "value".
+
+    Returns:
+        The total norm before clipping for "norm", None for "value".
+
+    Raises:
+        ValueError: If ``algorithm`` is neither "norm" nor "value".
+    """
+    params = _sign_free_parameters(optimizer)
+    if algorithm == "norm":
+        return torch.nn.utils.clip_grad_norm_(params, clip_val)
+    if algorithm == "value":
+        torch.nn.utils.clip_grad_value_(params, clip_val)
+        return None
+    raise ValueError(f"clip_gradients: unknown algorithm {algorithm!r}; choose 'norm' or 'value'.")

@@ -105,7 +105,7 @@ def test_print_config_shows_the_paper_recipe(tmp_path: Path) -> None:
     assert printed["data"]["init_args"]["augmentations"] == 1000
     assert printed["trainer"]["max_steps"] == 65104
     assert printed["trainer"]["precision"] == "bf16-mixed"
-    ema = [c for c in printed["trainer"]["callbacks"] if c["class_path"].endswith("EMAWeightAveraging")]
+    ema = [c for c in printed["trainer"]["callbacks"] if c["class_path"] == "recursive_reasoning.callbacks.EMA"]
     assert ema and ema[0]["init_args"]["decay"] == 0.999
 
 

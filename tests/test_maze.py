@@ -214,8 +214,14 @@ def test_maze_datamodule(maze_dir: Path) -> None:
     batch = next(iter(dm.train_dataloader()))
     assert batch["inputs"].shape == batch["labels"].shape == (16, 900)
     assert batch["puzzle_ids"].shape == (16,)
-    assert dm.rule_checker(batch["inputs"], batch["labels"]).all()
-    assert not dm.rule_checker(batch["inputs"], batch["inputs"]).any()
+    evaluator = dm.evaluator("val")
+    evaluator.update(batch, batch["labels"], torch.zeros(16))
+    assert evaluator.compute() == {"valid_path": 1.0}
+    evaluator.update(batch, batch["inputs"], torch.zeros(16))  # the maze itself marks no path
+    assert evaluator.compute() == {"valid_path": 0.5}
+    evaluator.reset()
+    evaluator.update(batch, batch["inputs"], torch.zeros(16))
+    assert evaluator.compute() == {"valid_path": 0.0}
     test = next(iter(dm.test_dataloader()))
     q, _ = mz.read_maze_csv(maze_dir / "test.csv")
     assert torch.equal(test["inputs"], torch.from_numpy(q[:5].astype(np.int64)))  # not augmented, in order
@@ -256,7 +262,9 @@ def test_generated_maze_datamodule_and_cache(tmp_path: Path) -> None:
     all_inputs = np.concatenate([dm._splits[s][0] for s in ("train", "val", "test")])
     assert len(np.unique(all_inputs, axis=0)) == 32
     batch = next(iter(dm.train_dataloader()))
-    assert dm.rule_checker(batch["inputs"], batch["labels"]).all()
+    evaluator = dm.evaluator("test")
+    evaluator.update(batch, batch["labels"], torch.zeros(len(batch["labels"])))
+    assert evaluator.compute()["valid_path"] == 1.0
     again = datamodules.GeneratedMaze(**kwargs)
     again.setup()
     assert np.array_equal(again._splits["train"][0], dm._splits["train"][0])

@@ -1,13 +1,18 @@
-"""Tests of the AdamATan2 optimiser and the warmup / cosine learning-rate factor."""
+"""Tests of AdamATan2, SignSGD (single process and over 2 gloo ranks), gradient clipping and the lr factor."""
 
 from __future__ import annotations
 
 import math
+import os
+import socket
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from recursive_reasoning.optim import AdamATan2, lr_lambda
+from recursive_reasoning.optim import AdamATan2, OptimizerBundle, SignSGD, clip_gradients, lr_lambda
 
 
 def _reference_steps(
@@ -161,3 +166,125 @@ def test_lr_lambda_with_lambda_lr_scheduler() -> None:
         opt.step()
         sched.step()
     assert lrs == pytest.approx([0.0, 2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4])
+
+
+# --- SignSGD ---------------------------------------------------------------------------------------------------
+
+LR, WD = 0.1, 0.5
+TABLE = torch.arange(18, dtype=torch.float32).reshape(6, 3) / 4 - 2
+
+
+def _sparse(ids: list[int], rows: list[list[float]]) -> torch.Tensor:
+    """An uncoalesced row-sparse gradient of TABLE's shape, like nn.Embedding(sparse=True) writes."""
+    return torch.sparse_coo_tensor(torch.tensor([ids]), torch.tensor(rows), TABLE.shape, check_invariants=True)
+
+
+def _signsgd_step(grad: torch.Tensor | None, distributed: bool = True) -> torch.Tensor:
+    """TABLE after one SignSGD step on ``grad``."""
+    p = torch.nn.Parameter(TABLE.clone())
+    p.grad = grad
+    SignSGD([p], lr=LR, weight_decay=WD, distributed=distributed).step()
+    return p.detach()
+
+
+def test_signsgd_sparse_sums_repeated_ids_and_touches_only_their_rows() -> None:
+    # id 1 twice (+1 and -3: sum -2), id 4 cancelling to 0 (decay only), rows 0, 2, 3, 5 untouched.
+    grad = _sparse([1, 4, 1, 4], [[1.0, -1.0, 0.0], [2.0, 2.0, 2.0], [-3.0, 2.0, 0.0], [-2.0, -2.0, -2.0]])
+    out = _signsgd_step(grad)
+    expected = TABLE.clone()
+    expected[1] = TABLE[1] * (1 - LR * WD) - LR * torch.tensor([-1.0, 1.0, 0.0])
+    expected[4] = TABLE[4] * (1 - LR * WD)
+    assert torch.equal(out, expected)
+
+
+def test_signsgd_dense_matches_formula() -> None:
+    grad = torch.tensor([[1.0, -2.0, 0.0]] * 6)
+    assert torch.equal(_signsgd_step(grad), TABLE * (1 - LR * WD) - LR * grad.sign())
+
+
+def test_signsgd_rejects_non_row_sparse_gradients() -> None:
+    p = torch.nn.Parameter(TABLE.clone())
+    p.grad = TABLE.to_sparse(2)
+    with pytest.raises(RuntimeError, match="sparse_dim 1"):
+        SignSGD([p], lr=LR).step()
+
+
+# Each rank's gradient: different sizes, ids shared between the ranks (1, 3), a rank-local repeat (1 on rank 0) and
+# id 3 cancelling across the ranks (+v on rank 0, -v on rank 1) so only its decay applies.
+RANK_GRADS = [
+    ([0, 1, 1, 3], [[1.0, -1.0, 0.5], [-0.5, 0.0, 2.0], [1.0, 0.0, -1.0], [0.5, -2.0, 1.0]]),
+    ([3, 1, 5], [[-0.5, 2.0, -1.0], [-1.0, 0.25, -1.0], [0.0, 1.0, -3.0]]),
+]
+DENSE_GRADS = [torch.tensor([[1.0, -1.0, 2.0]] * 6), torch.tensor([[-1.0, -1.0, -3.0]] * 6)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _distributed_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """One gloo rank: steps TABLE on its own gradients in several cases and saves the results for the test."""
+    os.environ.update(MASTER_ADDR="localhost", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        results = {
+            "sparse": _signsgd_step(_sparse(*RANK_GRADS[rank])),
+            "one_rank_without_grad": _signsgd_step(_sparse(*RANK_GRADS[0]) if rank == 0 else None),
+            "dense": _signsgd_step(DENSE_GRADS[rank]),
+            "local": _signsgd_step(_sparse(*RANK_GRADS[rank]), distributed=False),
+        }
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_signsgd_sums_gradients_over_ranks(tmp_path: Path) -> None:
+    mp.spawn(_distributed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    summed = _sparse(RANK_GRADS[0][0] + RANK_GRADS[1][0], RANK_GRADS[0][1] + RANK_GRADS[1][1])
+    expected = {
+        "sparse": _signsgd_step(summed),
+        "one_rank_without_grad": _signsgd_step(_sparse(*RANK_GRADS[0])),
+        "dense": _signsgd_step(DENSE_GRADS[0] + DENSE_GRADS[1]),
+    }
+    assert torch.equal(expected["sparse"][3], TABLE[3] * (1 - LR * WD)), "id 3 cancels: decay only"
+    assert torch.equal(expected["sparse"][2], TABLE[2]), "an id no rank has stays untouched"
+    for rank, results in enumerate(ranks):
+        for case, table in expected.items():
+            assert torch.equal(results[case], table), f"rank {rank}, {case}"
+        assert torch.equal(results["local"], _signsgd_step(_sparse(*RANK_GRADS[rank]))), "distributed=False"
+        assert not torch.equal(results["local"], expected["sparse"]), "the summed step differs from a local one"
+
+
+# --- gradient clipping -------------------------------------------------------------------------------------------
+
+
+def _bundle_with_grads() -> tuple[OptimizerBundle, torch.nn.Embedding, torch.nn.Linear]:
+    """An AdamATan2 + SignSGD bundle over a linear layer and a sparse embedding, after one backward."""
+    torch.manual_seed(0)
+    emb, lin = torch.nn.Embedding(5, 4, sparse=True), torch.nn.Linear(4, 2)
+    lin(emb(torch.tensor([1, 2, 2]))).pow(2).sum().mul(100).backward()
+    bundle = OptimizerBundle([AdamATan2(lin.parameters()), SignSGD(emb.parameters())])
+    return bundle, emb, lin
+
+
+def test_clip_gradients_by_norm_skips_the_sign_descent_table() -> None:
+    bundle, emb, lin = _bundle_with_grads()
+    table_grad = emb.weight.grad.coalesce().values().clone()
+    dense_norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in lin.parameters()]))
+    total = clip_gradients(bundle, 0.5, "norm")
+    assert total is not None and torch.allclose(total, dense_norm)
+    clipped = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in lin.parameters()]))
+    assert clipped == pytest.approx(0.5, rel=1e-4)
+    assert torch.equal(emb.weight.grad.coalesce().values(), table_grad)
+
+
+def test_clip_gradients_by_value_and_unknown_algorithm() -> None:
+    bundle, emb, lin = _bundle_with_grads()
+    clip_gradients(bundle, 0.01, "value")
+    assert all(p.grad.abs().max() <= 0.01 for p in lin.parameters())
+    assert emb.weight.grad.coalesce().values().abs().max() > 0.01
+    with pytest.raises(ValueError, match="algorithm"):
+        clip_gradients(bundle, 1.0, "l1")

@@ -1,0 +1,157 @@
+"""The EMA callback: live parameters (the puzzle table) stay current in validation, checkpoints and resumed runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.demos.boring_classes import BoringModel
+from torch import Tensor, nn
+
+from datamodules import GeneratedSudoku
+from recursive_reasoning.callbacks import EMA, live_parameter_names
+from recursive_reasoning.module import OptimConfig, RecursiveReasoner
+from recursive_reasoning.network import NetworkConfig
+from strategies import TRM
+
+TABLE = "net.puzzle_embedding.weight"
+
+
+def tiny_model() -> RecursiveReasoner:
+    """A TRM with a 3-row puzzle table; large learning rates so a few steps move the weights away from their EMA."""
+    network = NetworkConfig(hidden_size=16, num_heads=2, num_layers=1, puzzle_emb_len=2)
+    optim = OptimConfig(lr=1e-2, warmup_steps=0, puzzle_emb_lr=1e-1, puzzle_emb_weight_decay=0.1)
+    return RecursiveReasoner(TRM(cycles=1, latent_steps=1, supervision_steps=2), network, optim, vocab_size=6,
+                             seq_len=16, num_puzzle_ids=3)
+
+
+def tiny_data(tmp_path: Path) -> GeneratedSudoku:
+    return GeneratedSudoku(size=4, givens=8, train_size=64, val_size=8, test_size=8, batch_size=8,
+                           cache_dir=str(tmp_path / "cache"))
+
+
+def tiny_trainer(root: Path, max_steps: int, callbacks: list[L.Callback]) -> L.Trainer:
+    """Validates (and checkpoints) every 4 steps."""
+    return L.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, limit_val_batches=1, num_sanity_val_steps=0, val_check_interval=4,
+                     default_root_dir=root, callbacks=[*callbacks, ModelCheckpoint(dirpath=root / "ckpt")])
+
+
+def snapshot(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: t.detach().clone() for name, t in tensors.items()}
+
+
+class Probe(L.Callback):
+    """Records the live weights and the EMA's averages after each step and the weights seen during validation."""
+
+    def __init__(self, ema: EMA) -> None:
+        self.ema = ema
+        self.current: dict[str, Tensor] = {}
+        self.averaged: dict[str, Tensor] = {}
+        self.in_validation: dict[str, Tensor] = {}
+        self.after_validation: dict[str, Tensor] = {}
+        self.at_start: dict[str, Tensor] = {}
+        self.averaged_at_start: dict[str, Tensor] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.at_start = snapshot(dict(pl_module.named_parameters()))
+        self.averaged_at_start = snapshot(self.ema._average_model.module.state_dict())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.current = snapshot(dict(pl_module.named_parameters()))
+        self.averaged = snapshot(dict(self.ema._average_model.module.named_parameters()))
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.in_validation = snapshot(dict(pl_module.named_parameters()))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.after_validation = snapshot(dict(pl_module.named_parameters()))
+
+
+def assert_tensors_equal(actual: dict[str, Tensor], expected: dict[str, Tensor], what: str) -> None:
+    assert actual.keys() == expected.keys(), what
+    for name, value in expected.items():
+        assert torch.equal(actual[name], value), f"{what}: {name}"
+
+
+def test_ema_keeps_the_puzzle_table_live_in_validation_and_checkpoints(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = tiny_model()
+    initial_table = model.net.puzzle_embedding.weight.detach().clone()
+    ema = EMA(decay=0.5)
+    probe = Probe(ema)
+    tiny_trainer(tmp_path, 4, [ema, probe]).fit(model, tiny_data(tmp_path))
+
+    live, averaged = probe.current, probe.averaged
+    assert TABLE not in averaged, "the averaged model keeps no copy of the table"
+    assert ema._average_model.module.get_submodule("net.puzzle_embedding").weight is None
+    assert not torch.equal(live[TABLE], initial_table), "the table was trained"
+    moved = [name for name in averaged if not torch.equal(averaged[name], live[name])]
+    assert moved, "the averages differ from the live weights, so the checks below tell them apart"
+
+    assert torch.equal(probe.in_validation[TABLE], live[TABLE]), "validation uses the live table"
+    assert_tensors_equal({k: v for k, v in probe.in_validation.items() if k != TABLE}, averaged,
+                         "validation uses the averaged weights")
+    assert_tensors_equal(probe.after_validation, live, "validation end restores the live weights")
+
+    checkpoint = torch.load(next((tmp_path / "ckpt").glob("*.ckpt")), weights_only=False)
+    state, current = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert torch.equal(state[TABLE], live[TABLE]), "the checkpoint's state_dict holds the live table"
+    assert_tensors_equal({k: state[k] for k in averaged}, averaged, "the checkpoint's state_dict holds the averages")
+    assert_tensors_equal({k: current[k] for k in live}, live, "current_model_state holds the live weights")
+    assert state[TABLE].untyped_storage().data_ptr() == current[TABLE].untyped_storage().data_ptr(), (
+        "the table is stored once")
+
+    final = dict(model.named_parameters())
+    assert torch.equal(final[TABLE], live[TABLE]), "after training the module keeps the live table"
+    assert_tensors_equal({k: final[k] for k in averaged}, averaged, "after training the module holds the averages")
+
+
+def test_resume_restores_the_live_table_and_the_averages(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    tiny_trainer(tmp_path / "a", 4, [EMA(decay=0.5)]).fit(tiny_model(), tiny_data(tmp_path))
+    path = next((tmp_path / "a" / "ckpt").glob("*.ckpt"))
+    saved = torch.load(path, weights_only=False)
+
+    ema = EMA(decay=0.5)
+    probe = Probe(ema)
+    tiny_trainer(tmp_path / "b", 6, [ema, probe]).fit(tiny_model(), tiny_data(tmp_path), ckpt_path=path)
+
+    current = saved["current_model_state"]
+    assert_tensors_equal(probe.at_start, {k: current[k] for k in probe.at_start}, "resume starts from the live weights")
+    averaged = {k: v for k, v in saved["state_dict"].items() if k != TABLE}
+    assert_tensors_equal(probe.averaged_at_start, averaged, "resume restores the averages")
+    assert int(ema._average_model.n_averaged) == int(saved["averaging_state"]["n_averaged"]) + 2
+
+
+def test_ema_without_live_parameters_matches_the_lightning_callback(tmp_path: Path) -> None:
+    states = []
+    for callback in (EMAWeightAveraging(decay=0.5), EMA(decay=0.5)):
+        torch.manual_seed(0)
+        model = BoringModel()
+        trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, limit_val_batches=1, num_sanity_val_steps=0,
+                            default_root_dir=tmp_path / type(callback).__name__, callbacks=[callback])
+        trainer.fit(model)
+        path = tmp_path / f"{type(callback).__name__}.ckpt"
+        trainer.save_checkpoint(path)
+        checkpoint = torch.load(path, weights_only=False)
+        states.append((model.state_dict(), checkpoint["state_dict"], checkpoint["current_model_state"]))
+    for parent, ours in zip(*states):
+        assert_tensors_equal(ours, parent, "EMA without live parameters")
+
+
+def test_unknown_live_parameter_name_is_rejected() -> None:
+    class Named(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = nn.Embedding(3, 2)
+
+        def live_parameter_names(self) -> list[str]:
+            return ["table.weights"]
+
+    with pytest.raises(ValueError, match=r"table\.weights"):
+        live_parameter_names(Named())
