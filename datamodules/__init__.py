@@ -1,7 +1,9 @@
-"""Lightning datamodules for the puzzle tasks (``datamodules.Sudoku``, ``datamodules.GeneratedSudoku``, ...)."""
+"""Lightning datamodules for the puzzle tasks (``datamodules.Sudoku``, ``datamodules.Maze``, ``datamodules.ARC``, ...)."""
 
+from datamodules.arc import ARC
 from datamodules.maze import GeneratedMaze, Maze, MazeDataModule
 from datamodules.sudoku import GeneratedSudoku, Sudoku, SudokuDataModule
 
-__all__ = ["GeneratedSudoku", "Sudoku", "SudokuDataModule"]
+__all__ = ["ARC"]
+__all__ += ["GeneratedSudoku", "Sudoku", "SudokuDataModule"]
 __all__ += ["GeneratedMaze", "Maze", "MazeDataModule"]

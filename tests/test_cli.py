@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import require_shared
 
@@ -71,6 +73,9 @@ def data_overrides(config: Path, tmp_path: Path) -> list[str]:
         return ["--data.init_args.side=6", "--data.init_args.min_path=6", "--data.init_args.train_size=16",
                 "--data.init_args.val_size=4", "--data.init_args.test_size=4",
                 f"--data.init_args.cache_dir={tmp_path / 'cache'}"]
+    if data_class == "datamodules.ARC":
+        return [f"--data.init_args.data_dir={require_shared('data')}", "--data.init_args.max_tasks=2",
+                "--data.init_args.augmentations=2", "--data.init_args.val_tasks=1"]
     raise AssertionError(f"no tiny overrides for data module {data_class}; add them here")
 
 
@@ -150,3 +155,23 @@ def test_fit_then_test_from_checkpoint_end_to_end(tmp_path: Path) -> None:
     test = run_rr("test", *common, f"--ckpt_path={checkpoint}", cwd=tmp_path)
     assert test.returncode == 0, test.stderr[-3000:]
     assert "test/exact_accuracy" in test.stdout
+
+
+def test_arc_fit_then_test_prints_pass_at_k_and_writes_a_submission(tmp_path: Path) -> None:
+    config = ROOT / "configs" / "trm_arc1.yaml"
+    common = [f"--config={config}", *[a for a in TINY if "max_steps" not in a and "val_check" not in a],
+              *data_overrides(config, tmp_path), "--trainer.default_root_dir=run"]
+    fit = run_rr("fit", *common, "--trainer.max_steps=2", "--trainer.val_check_interval=2", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    checkpoint = next((tmp_path / "run").rglob("last.ckpt"))
+    saved = torch.load(checkpoint, weights_only=True)
+    assert len(saved["ARC"]["puzzle_map"]["task_of_id"]) == saved["hyper_parameters"]["num_puzzle_ids"]
+    test = run_rr("test", *common, f"--ckpt_path={checkpoint}", cwd=tmp_path)
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert "test/pass@1" in test.stdout and "test/pass@2" in test.stdout
+    submission = json.loads(next((tmp_path / "run").rglob("submission_test_step2.json")).read_text())
+    assert sorted(submission) == ["00576224", "009d5c81"]
+    assert set(submission["00576224"][0]) == {"attempt_1", "attempt_2"}
+    # The same checkpoint against another augmentation plan is refused before any weight is loaded.
+    other = run_rr("test", *common, f"--ckpt_path={checkpoint}", "--data.init_args.seed=1", cwd=tmp_path)
+    assert other.returncode != 0 and "puzzle-id map differs" in other.stderr
