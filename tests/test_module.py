@@ -113,3 +113,26 @@ def test_resume_continues_the_schedule(tmp_path: Path) -> None:
 def test_unknown_schedule_is_rejected() -> None:
     with pytest.raises(ValueError, match="supervision_schedule"):
         RecursiveReasoner(TRM(), NETWORK, supervision_schedule="segments")
+
+
+def test_puzzle_table_at_arc_scale_gets_a_sparse_gradient_and_sparse_update() -> None:
+    """About 1M ids: one training step gives the table a gradient of the batch's rows only, and SignSGD moves only
+    those rows (no dense gradient or update over the whole table)."""
+    ids = 1_000_000
+    network = NetworkConfig(hidden_size=16, num_heads=2, num_layers=1, puzzle_emb_len=1)
+    model = RecursiveReasoner(TRM(cycles=1, latent_steps=1, supervision_steps=2), network,
+                              OptimConfig(warmup_steps=0, puzzle_emb_lr=0.5), vocab_size=6, seq_len=9,
+                              num_puzzle_ids=ids)
+    table = model.net.puzzle_embedding.weight
+    batch = {"inputs": torch.randint(1, 6, (4, 9)), "labels": torch.randint(1, 6, (4, 9)),
+             "puzzle_ids": torch.tensor([3, 999_999, 3, 500_000])}
+    carry = model.strategy.refresh(model.net, model.strategy.initial_carry(model.net, batch), batch)
+    out = model.strategy.run_segment(model.net, carry, Progress(0, 10), training=True)
+    model.strategy.loss(model.net, carry, out, Progress(0, 10)).total.backward()
+    assert table.grad.is_sparse
+    assert sorted(table.grad.coalesce().indices()[0].tolist()) == [3, 500_000, 999_999]
+    optimizer = model.configure_optimizers()["optimizer"]
+    before = table.detach().clone()
+    optimizer.step()
+    moved = (table.detach() != before).any(dim=1).nonzero().flatten().tolist()
+    assert moved == [3, 500_000, 999_999]
