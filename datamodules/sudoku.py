@@ -25,13 +25,15 @@ from datamodules.base import (
     head_splits,
     split_in_order,
 )
+from datamodules.formats import SudokuFormat
 
-__all__ = ["GeneratedSudoku", "Sudoku", "SudokuDataModule", "SudokuDataset", "decode", "encode"]
+__all__ = ["GeneratedSudoku", "Sudoku", "SudokuDataModule", "SudokuDataset", "add_hints", "decode", "encode"]
 
 PAD = 0
 BLANK = 1
 HF_REPO_ID = "sapientinc/sudoku-extreme"
 _CACHE_FORMAT = 2
+_HINT_STREAM = 0x68696E74  # "hint": keeps the hint draws apart from the symmetry draws of the same index
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -54,10 +56,23 @@ class SudokuDataset(PuzzleDataset):
     Index i is puzzle ``i % n_puzzles`` under augmentation ``i // n_puzzles``. Augmentation 0 is the identity; the
     others draw the keys of a validity-preserving symmetry (``sudoku_rules.symmetries_from_keys``) from
     ``np.random.default_rng((seed, i))``, so an index always gives the same example and no augmented copy is stored.
+
+    With ``hints`` (the hint augmentation of Augmented HRM) the dataset is twice as long: index ``m + i``, where
+    ``m = n_puzzles * augmentations``, is the hinted twin of index i: the same (augmented) example with k of its B
+    blanks filled from the solution, k uniform in 1..B-1 (no hint when B < 2), drawn from
+    ``np.random.default_rng((seed, i, _HINT_STREAM))``. Labels are unchanged, so the twin is an easier view of the
+    same puzzle.
     """
 
-    def __init__(self, puzzles: np.ndarray, solutions: np.ndarray, augmentations: int = 1, seed: int = 0) -> None:
-        """Hold puzzles and solutions ([n, N*N], 0 blank) and serve ``n * augmentations`` examples."""
+    def __init__(
+        self,
+        puzzles: np.ndarray,
+        solutions: np.ndarray,
+        augmentations: int = 1,
+        seed: int = 0,
+        hints: bool = False,
+    ) -> None:
+        """Hold puzzles and solutions ([n, N*N], 0 blank); serve ``n * augmentations`` examples (twice with hints)."""
         if puzzles.shape != solutions.shape or puzzles.ndim != 2:
             raise ValueError(f"puzzles {puzzles.shape} and solutions {solutions.shape} must both be [n, N*N]")
         if augmentations < 1:
@@ -70,10 +85,11 @@ class SudokuDataset(PuzzleDataset):
         self.solutions = np.ascontiguousarray(solutions, dtype=np.uint8)
         self.augmentations = augmentations
         self.seed = seed
+        self.hints = hints
 
     def __len__(self) -> int:
-        """Number of examples: puzzles times augmentations."""
-        return len(self.puzzles) * self.augmentations
+        """Number of examples: puzzles times augmentations, doubled by the hinted twins."""
+        return len(self.puzzles) * self.augmentations * (2 if self.hints else 1)
 
     def example(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the (puzzle, solution) grids [N*N] of one index, augmented as the index says."""
@@ -86,6 +102,9 @@ class SudokuDataset(PuzzleDataset):
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"indices out of range for a dataset of {len(self)} examples")
         n = len(self.puzzles)
+        originals = n * self.augmentations
+        twins = np.flatnonzero(idx >= originals)
+        idx = np.where(idx >= originals, idx - originals, idx)
         puzzles = self.puzzles[idx % n].astype(np.int64)
         solutions = self.solutions[idx % n].astype(np.int64)
         augmented = np.flatnonzero(idx >= n)
@@ -96,13 +115,48 @@ class SudokuDataset(PuzzleDataset):
             for grids in (puzzles, solutions):
                 moved = np.take_along_axis(grids[augmented], gather, axis=1)
                 grids[augmented] = np.take_along_axis(digit_maps, moved, axis=1)
+        if twins.size:
+            cells = puzzles.shape[1]
+            draws = np.stack([np.random.default_rng((self.seed, int(idx[j]), _HINT_STREAM)).random(cells + 1)
+                              for j in twins])
+            puzzles[twins] = add_hints(puzzles[twins], solutions[twins], draws)
         inputs = torch.from_numpy(encode(puzzles))
         labels = torch.from_numpy(encode(solutions))
         return self.items(inputs, labels)
 
 
+def add_hints(puzzles: np.ndarray, solutions: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Fill k of each puzzle's B blanks from its solution, k uniform in 1..B-1 (puzzles with B < 2 stay as they are).
+
+    Vectorised over the batch: `puzzles` and `solutions` are grids [b, L] (0 blank), `draws` uniform numbers in [0, 1)
+    of shape [b, L + 1]: column 0 picks k, the others rank the cells, and the k blanks of lowest rank are filled, so
+    every k-subset of the blanks is equally likely. Returns new puzzles [b, L]; the givens are kept.
+    """
+    if puzzles.shape != solutions.shape or draws.shape != (puzzles.shape[0], puzzles.shape[1] + 1):
+        raise ValueError(f"puzzles {puzzles.shape} and solutions {solutions.shape} must match and draws "
+                         f"{draws.shape} must be [b, L + 1]")
+    blank = puzzles == 0
+    b = blank.sum(axis=1)
+    k = np.where(b >= 2, 1 + np.floor(draws[:, 0] * (b - 1)).astype(np.int64), 0)
+    order = np.argsort(np.where(blank, draws[:, 1:], 2.0), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(puzzles.shape[1]), order.shape), axis=1)
+    return np.where(blank & (rank < k[:, None]), solutions, puzzles)
+
+
 class SudokuDataModule(PuzzleDataModule):
-    """Shared base of the Sudoku datamodules: grid size, token metadata and the augmenting dataset."""
+    """Shared base of the Sudoku datamodules: grid size, token metadata and the augmenting dataset.
+
+    Args:
+        size: Side of the grid: 4, 6 or 9.
+        augmentations: Copies of each training puzzle, the first untouched and the rest randomly transformed.
+        batch_size: Training batch size.
+        eval_batch_size: Batch size for validation, test and prediction; None uses batch_size.
+        num_workers: DataLoader worker processes.
+        seed: Seed of the augmentations, the hints and the shuffling.
+        hints: Double the training set with a hinted twin of every example (Augmented HRM): the same example with
+            k of its B blanks filled from the solution, k uniform in 1..B-1. Validation and test are never hinted.
+    """
 
     def __init__(
         self,
@@ -112,6 +166,7 @@ class SudokuDataModule(PuzzleDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        hints: bool = False,
     ) -> None:
         """Store loader settings; `size` is the side of the grid (4, 6 or 9)."""
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
@@ -120,6 +175,7 @@ class SudokuDataModule(PuzzleDataModule):
             raise ValueError(f"augmentations must be >= 1 (1 = no augmentation), got {augmentations}")
         self._size = size
         self.augmentations = augmentations
+        self.hints = hints
 
     @property
     def size(self) -> int:
@@ -141,8 +197,12 @@ class SudokuDataModule(PuzzleDataModule):
         """Sudoku uses one puzzle id (0) for every example."""
         return 1
 
+    def puzzle_format(self) -> SudokuFormat:
+        """N x N Sudokus as text of digits and '.' (or '0') for blanks."""
+        return SudokuFormat(self._size)
+
     def _make_dataset(self, inputs: np.ndarray, labels: np.ndarray, train: bool) -> SudokuDataset:
-        return SudokuDataset(inputs, labels, self.augmentations if train else 1, self.seed)
+        return SudokuDataset(inputs, labels, self.augmentations if train else 1, self.seed, hints=self.hints and train)
 
 
 def _read_grids(path: Path, limit: int | None = None, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +272,8 @@ class Sudoku(SudokuDataModule):
     """Sudoku-Extreme 9x9 (Hugging Face ``sapientinc/sudoku-extreme``): seeded training subsample with augmentation.
 
     Validation is the first `val_size` rows of the test file and test the first `test_size` rows; neither is
-    augmented. Training item i is puzzle ``i % subsample`` under augmentation ``i // subsample``.
+    augmented. Training item i is puzzle ``i % subsample`` under augmentation ``i // subsample``; with ``hints`` the
+    items after those are their hinted twins, in the same order.
     """
 
     def __init__(
@@ -227,6 +288,7 @@ class Sudoku(SudokuDataModule):
         num_workers: int = 0,
         seed: int = 0,
         download: bool = False,
+        hints: bool = False,
     ) -> None:
         """Configure the Sudoku-Extreme datamodule.
 
@@ -239,10 +301,13 @@ class Sudoku(SudokuDataModule):
             batch_size: Training batch size.
             eval_batch_size: Batch size for validation, test and prediction; None uses batch_size.
             num_workers: DataLoader worker processes.
-            seed: Seed of the subsample, the augmentations and the shuffling.
+            seed: Seed of the subsample, the augmentations, the hints and the shuffling.
             download: Fetch missing files from Hugging Face (needs the huggingface_hub package and network).
+            hints: Double the training set with a hinted twin of every example (Augmented HRM): the same example
+                with k of its B blanks filled from the solution, k uniform in 1..B-1. Validation and test are never
+                hinted.
         """
-        super().__init__(9, augmentations, batch_size, eval_batch_size, num_workers, seed)
+        super().__init__(9, augmentations, batch_size, eval_batch_size, num_workers, seed, hints)
         if subsample is not None and subsample < 1:
             raise ValueError(f"subsample must be >= 1 or None (all puzzles), got {subsample}")
         self.data_dir = Path(data_dir)
@@ -292,6 +357,7 @@ class GeneratedSudoku(SudokuDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = ".cache/rr",
+        hints: bool = False,
     ) -> None:
         """Configure the generated-Sudoku datamodule.
 
@@ -305,10 +371,13 @@ class GeneratedSudoku(SudokuDataModule):
             batch_size: Training batch size.
             eval_batch_size: Batch size for validation, test and prediction; None uses batch_size.
             num_workers: DataLoader worker processes.
-            seed: Seed of the generator, the augmentations and the shuffling.
+            seed: Seed of the generator, the augmentations, the hints and the shuffling.
             cache_dir: Directory for the generated .npz (keyed by the generation settings); None disables caching.
+            hints: Double the training set with a hinted twin of every example (Augmented HRM): the same example
+                with k of its B blanks filled from the solution, k uniform in 1..B-1. Validation and test are never
+                hinted.
         """
-        super().__init__(size, augmentations, batch_size, eval_batch_size, num_workers, seed)
+        super().__init__(size, augmentations, batch_size, eval_batch_size, num_workers, seed, hints)
         if givens is not None and not 0 < givens <= size * size:
             raise ValueError(f"givens must be between 1 and {size * size} for {size}x{size}, or None; got {givens}")
         for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):

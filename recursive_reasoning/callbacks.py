@@ -1,16 +1,22 @@
-"""Lightning callbacks for training recipes: `EMA` weight averaging and `DepthGrowthCallback`.
+"""Lightning callbacks for training recipes: `EMA` weight averaging, `DepthGrowthCallback` and `LateCheckpoints`.
 
 `EMA` is Lightning's `EMAWeightAveraging` that leaves the module's live parameters (the sparse puzzle-embedding
 table) out of the average, as the reference code does: evaluation and checkpoints use their current values.
 
 RSM (spec section 4b) grows its recursion depth during training; at each change `DepthGrowthCallback` can ramp the
 learning rate from 0 back to the scheduler's value and scale the Adam moments once.
+
+`LateCheckpoints` keeps a checkpoint every N steps over the last part of training, the members of a checkpoint
+ensemble; `late_checkpoints` lists them in step order.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -219,3 +225,80 @@ class DepthGrowthCallback(L.Callback):
         depth = state_dict.get("depth")
         self.depth = tuple(depth) if depth is not None else None
         self.change_step = state_dict.get("change_step")
+
+
+_LATE_NAME = re.compile(r"late-step(\d+)\.ckpt")
+
+
+class LateCheckpoints(L.Callback):
+    """Keep a checkpoint every `every_n_steps` optimiser steps over the last `last_fraction` of training.
+
+    The checkpoints are the members of a checkpoint ensemble. After each training batch whose optimiser steps reach
+    a new multiple of `every_n_steps`, the callback saves ``late-step{global_step}.ckpt`` if ``global_step >=
+    start_step(max_steps) = ceil((1 - last_fraction) * max_steps)``; none is ever deleted. With one optimiser step
+    per batch these are exactly the multiples of `every_n_steps` from the start step on: max_steps 10,
+    every_n_steps 2 and last_fraction 0.5 keep steps 6, 8 and 10. (With several steps per batch, as in the `batch`
+    supervision schedule, a batch that passes a multiple is saved at its own final step.)
+
+    A plain callback rather than a `ModelCheckpoint`, so adding it neither replaces the trainer's default checkpoint
+    nor becomes `trainer.checkpoint_callback`. It saves with `trainer.save_checkpoint` (call it on every rank; rank 0
+    writes), so the trainer's checkpoint IO (the project's atomic writer) and every callback's checkpoint state apply.
+
+    Args:
+        every_n_steps: Optimiser steps between kept checkpoints (>= 1).
+        last_fraction: Part of `trainer.max_steps` at the end of training that is covered, in (0, 1].
+        dirpath: Directory of the checkpoints; None uses the directory of the trainer's `ModelCheckpoint` if it has
+            one, else ``{trainer.log_dir}/checkpoints`` (where Lightning's default checkpoint would go).
+    """
+
+    def __init__(self, every_n_steps: int, last_fraction: float = 0.2, dirpath: str | None = None) -> None:
+        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be an integer >= 1, got {every_n_steps!r}.")
+        if not 0.0 < last_fraction <= 1.0:
+            raise ValueError(f"last_fraction must be in (0, 1] (the final part of max_steps kept), got {last_fraction}.")
+        self.every_n_steps = every_n_steps
+        self.last_fraction = float(last_fraction)
+        self.dirpath: Path | None = None if dirpath is None else Path(dirpath)
+        self._previous_step = 0
+
+    def start_step(self, max_steps: int) -> int:
+        """The first global step that may be kept: ``ceil((1 - last_fraction) * max_steps)``."""
+        return math.ceil(round((1.0 - self.last_fraction) * max_steps, 9))
+
+    def directory(self, trainer: L.Trainer) -> Path:
+        """Where the checkpoints go: `dirpath`, else beside the trainer's `ModelCheckpoint`, else log_dir/checkpoints.
+
+        Resolved when saving, after every `ModelCheckpoint` (which Lightning sets up last) has resolved its own.
+        """
+        if self.dirpath is not None:
+            return self.dirpath
+        main = getattr(trainer.checkpoint_callback, "dirpath", None)
+        return Path(main) if main is not None else Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Checks, before any step is taken, that training has a step budget to take the last part of."""
+        if stage == "fit" and (trainer.max_steps is None or trainer.max_steps <= 0):
+            raise ValueError(
+                f"LateCheckpoints needs Trainer(max_steps=...) > 0 to know where the last {self.last_fraction:g} of "
+                f"training begins, got max_steps={trainer.max_steps}."
+            )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._previous_step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step, previous = trainer.global_step, self._previous_step
+        self._previous_step = step
+        if step // self.every_n_steps <= previous // self.every_n_steps or step < self.start_step(trainer.max_steps):
+            return
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        trainer.save_checkpoint(self.directory(trainer) / f"late-step{step}.ckpt")
+
+
+def late_checkpoints(directory: str | Path) -> list[Path]:
+    """The ``late-step{N}.ckpt`` files that `LateCheckpoints` wrote in `directory`, sorted by step N."""
+    found = [(int(m.group(1)), p) for p in Path(directory).iterdir() if (m := _LATE_NAME.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]

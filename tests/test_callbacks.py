@@ -1,8 +1,12 @@
-"""The EMA callback: live parameters (the puzzle table) stay current in validation, checkpoints and resumed runs."""
+"""The EMA callback: live parameters (the puzzle table) stay current in validation, checkpoints and resumed runs;
+the late checkpoints of an ensemble."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import lightning as L
 import pytest
@@ -12,7 +16,8 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from torch import Tensor, nn
 
 from datamodules import GeneratedSudoku
-from recursive_reasoning.callbacks import EMA, live_parameter_names
+from recursive_reasoning.callbacks import EMA, LateCheckpoints, late_checkpoints, live_parameter_names
+from recursive_reasoning.checkpoint_io import AtomicCheckpointIO
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
 from recursive_reasoning.network import NetworkConfig
 from strategies import TRM
@@ -155,3 +160,89 @@ def test_unknown_live_parameter_name_is_rejected() -> None:
 
     with pytest.raises(ValueError, match=r"table\.weights"):
         live_parameter_names(Named())
+
+
+class RecordingIO(AtomicCheckpointIO):
+    """The project's atomic checkpoint writer, remembering what it wrote."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: list[Path] = []
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        super().save_checkpoint(checkpoint, path, storage_options)
+        self.saved.append(Path(path))
+
+
+def test_late_checkpoints_keep_every_n_steps_over_the_last_part_of_training(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    io = RecordingIO()
+    late = LateCheckpoints(every_n_steps=2, last_fraction=0.5)
+    trainer = L.Trainer(accelerator="cpu", max_steps=10, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                        default_root_dir=tmp_path, plugins=[io],
+                        callbacks=[late, ModelCheckpoint(dirpath=tmp_path / "ckpt")])
+    trainer.fit(tiny_model(), tiny_data(tmp_path))
+
+    assert late.start_step(10) == 5
+    kept = late_checkpoints(tmp_path / "ckpt")
+    assert [p.name for p in kept] == ["late-step6.ckpt", "late-step8.ckpt", "late-step10.ckpt"], "sorted by step"
+    assert [torch.load(p, weights_only=False)["global_step"] for p in kept] == [6, 8, 10]
+    assert set(kept) <= set(io.saved), "written by the trainer's checkpoint IO"
+    assert isinstance(trainer.checkpoint_callback, ModelCheckpoint) and trainer.checkpoint_callback is not late
+    others = {p.name for p in (tmp_path / "ckpt").iterdir()} - {p.name for p in kept}
+    assert any(name.startswith("epoch=") for name in others), "the run's own checkpoint is still written"
+
+
+def test_late_checkpoints_rule_and_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def kept_steps(late: LateCheckpoints, max_steps: int, steps: list[int], start: int = 0) -> list[int]:
+        saved: list[Path] = []
+        trainer = SimpleNamespace(global_step=start, max_steps=max_steps, sanity_checking=False, fast_dev_run=False,
+                                  save_checkpoint=saved.append)
+        late.on_train_start(trainer, None)  # type: ignore[arg-type]
+        for step in steps:
+            trainer.global_step = step
+            late.on_train_batch_end(trainer, None, None, None, 0)  # type: ignore[arg-type]
+        assert all(p.parent == tmp_path for p in saved)
+        return [int(p.name.removeprefix("late-step").removesuffix(".ckpt")) for p in saved]
+
+    steps = list(range(1, 101))
+    assert kept_steps(LateCheckpoints(10, 0.2, dirpath=str(tmp_path)), 100, steps) == [80, 90, 100]
+    assert kept_steps(LateCheckpoints(5, 0.25, dirpath=str(tmp_path)), 100, steps) == [75, 80, 85, 90, 95, 100]
+    assert kept_steps(LateCheckpoints(1, 1.0, dirpath=str(tmp_path)), 3, [1, 2, 3]) == [1, 2, 3]
+    assert LateCheckpoints(1, 0.7).start_step(10) == 3, "no float round-off: (1 - 0.7) * 10 is step 3"
+    # several optimiser steps per batch (the batch schedule): a batch that passes a multiple is saved at its end
+    assert kept_steps(LateCheckpoints(2, 0.5, dirpath=str(tmp_path)), 12, [3, 6, 9, 12]) == [6, 9, 12]
+    assert kept_steps(LateCheckpoints(2, 0.5, dirpath=str(tmp_path)), 12, [7, 8], start=6) == [8], "resumed at 6"
+
+    no_checkpoint = SimpleNamespace(checkpoint_callback=None, log_dir=str(tmp_path / "logs"), default_root_dir="x")
+    assert LateCheckpoints(2).directory(no_checkpoint) == tmp_path / "logs" / "checkpoints"  # type: ignore[arg-type]
+
+    (tmp_path / "late-step12.ckpt").touch()
+    (tmp_path / "late-step9.ckpt").touch()
+    (tmp_path / "epoch=0-step=12.ckpt").touch()
+    assert [p.name for p in late_checkpoints(tmp_path)] == ["late-step9.ckpt", "late-step12.ckpt"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"every_n_steps": 0}, "every_n_steps must be an integer >= 1"),
+        ({"every_n_steps": 2.5}, "every_n_steps must be an integer >= 1"),
+        ({"every_n_steps": True}, "every_n_steps must be an integer >= 1"),
+        ({"every_n_steps": 2, "last_fraction": 0.0}, r"last_fraction must be in \(0, 1\]"),
+        ({"every_n_steps": 2, "last_fraction": 1.5}, r"last_fraction must be in \(0, 1\]"),
+        ({"every_n_steps": 2, "last_fraction": float("nan")}, r"last_fraction must be in \(0, 1\]"),
+    ],
+)
+def test_late_checkpoints_reject_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LateCheckpoints(**kwargs)
+
+
+def test_late_checkpoints_need_max_steps(tmp_path: Path) -> None:
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
+                        callbacks=[LateCheckpoints(every_n_steps=2)])
+    with pytest.raises(ValueError, match=r"needs Trainer\(max_steps=\.\.\.\) > 0.*max_steps=-1"):
+        trainer.fit(tiny_model(), tiny_data(tmp_path))

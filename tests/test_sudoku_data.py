@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_shared
 import torch
+from conftest import require_shared
 
 import datamodules
 from datamodules import sudoku as sd
@@ -172,7 +172,8 @@ def test_bad_csv_row_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_generated_sudoku_cache_roundtrip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    kwargs = dict(size=4, train_size=60, val_size=10, test_size=10, batch_size=8, cache_dir=str(tmp_path), seed=5)
+    kwargs = {"size": 4, "train_size": 60, "val_size": 10, "test_size": 10, "batch_size": 8,
+              "cache_dir": str(tmp_path), "seed": 5}
     dm = datamodules.GeneratedSudoku(**kwargs)
     assert dm.cache_path is not None and not dm.cache_path.exists()
     dm.prepare_data()
@@ -212,3 +213,79 @@ def test_generated_sudoku_without_cache_and_givens() -> None:
         assert rules.is_valid_solution(solution) and rules.is_consistent(puzzle, solution)
     with pytest.raises(ValueError, match="givens must be between 1 and 36"):
         datamodules.GeneratedSudoku(size=6, givens=40)
+
+
+def _hinted_dataset(augmentations: int = 3, seed: int = 2) -> tuple[sd.SudokuDataset, sd.SudokuDataset]:
+    """The same 6x6 puzzles with and without hints."""
+    puzzles, solutions = rules.generate(6, 8, seed=0, workers=1)
+    return (sd.SudokuDataset(puzzles, solutions, augmentations, seed, hints=True),
+            sd.SudokuDataset(puzzles, solutions, augmentations, seed))
+
+
+def test_hinted_twins_fill_some_blanks_from_the_solution() -> None:
+    hinted, plain = _hinted_dataset()
+    m = len(plain)
+    assert len(hinted) == 2 * m == 48
+    originals = hinted.__getitems__(list(range(m)))
+    assert all(torch.equal(a["inputs"], b["inputs"]) and torch.equal(a["labels"], b["labels"])
+               for a, b in zip(originals, plain.__getitems__(list(range(m))))), "the first half is the plain data"
+    twins = hinted.__getitems__(list(range(m, 2 * m)))
+    for i, (original, twin) in enumerate(zip(originals, twins)):
+        assert torch.equal(twin["labels"], original["labels"]), f"twin {i}: labels are unchanged"
+        puzzle, solution = sd.decode(original["inputs"]).numpy(), sd.decode(original["labels"]).numpy()
+        hinted_puzzle = sd.decode(twin["inputs"]).numpy()
+        given = hinted_puzzle > 0
+        np.testing.assert_array_equal(hinted_puzzle[given], solution[given], err_msg=f"twin {i}: givens = solution")
+        np.testing.assert_array_equal(hinted_puzzle[puzzle > 0], puzzle[puzzle > 0], err_msg=f"twin {i}: kept givens")
+        blanks, added = int((puzzle == 0).sum()), int(given.sum() - (puzzle > 0).sum())
+        assert 1 <= added <= blanks - 1, f"twin {i}: {added} hints for {blanks} blanks"
+
+
+def test_hints_are_deterministic_per_index_and_vary_across_indices() -> None:
+    hinted, _ = _hinted_dataset()
+    m = len(hinted) // 2
+    indices = list(range(m, 2 * m))
+    first, again = hinted.__getitems__(indices), hinted.__getitems__(indices[::-1])[::-1]
+    assert all(torch.equal(a["inputs"], b["inputs"]) for a, b in zip(first, again)), "same index, same twin"
+    assert all(torch.equal(hinted[j]["inputs"], first[j - m]["inputs"]) for j in (m, m + 7, 2 * m - 1))
+    added = [int((x["inputs"] > 1).sum() - (hinted[j - m]["inputs"] > 1).sum()) for j, x in zip(indices, first)]
+    assert len(set(added)) > 3, f"the number of hints varies across indices: {added}"
+    other_seed = sd.SudokuDataset(hinted.puzzles, hinted.solutions, hinted.augmentations, seed=3, hints=True)
+    assert not all(torch.equal(hinted[j]["inputs"], other_seed[j]["inputs"]) for j in range(m, m + 8)), (
+        "twins of the untransformed copies depend on the seed")
+    with pytest.raises(IndexError):
+        hinted[2 * m]
+
+
+def test_add_hints_leaves_puzzles_with_fewer_than_two_blanks_alone() -> None:
+    solutions = np.array([[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4]])
+    puzzles = np.array([[1, 2, 3, 4], [0, 2, 3, 4], [0, 0, 3, 0]])
+    draws = np.random.default_rng(0).random((3, 5))
+    out = sd.add_hints(puzzles, solutions, draws)
+    np.testing.assert_array_equal(out[:2], puzzles[:2])
+    assert (out[2] > 0).sum() in (2, 3) and (out[2][out[2] > 0] == solutions[2][out[2] > 0]).all()
+    draws[2, 0] = 0.999  # the largest k is B - 1: never the whole solution
+    assert (sd.add_hints(puzzles, solutions, draws)[2] > 0).sum() == 3
+    with pytest.raises(ValueError, match=r"\[b, L \+ 1\]"):
+        sd.add_hints(puzzles, solutions, draws[:, :4])
+
+
+def test_hints_double_only_the_training_set() -> None:
+    kwargs = {"size": 4, "train_size": 20, "val_size": 6, "test_size": 5, "augmentations": 2, "batch_size": 8,
+              "cache_dir": None}
+    plain = datamodules.GeneratedSudoku(**kwargs)
+    assert plain.hints is False
+    hinted = datamodules.GeneratedSudoku(**kwargs, hints=True)
+    assert hinted.hparams["hints"] is True
+    for dm in (plain, hinted):
+        dm.setup("fit")
+    sizes = {dm.hints: {k: len(v) for k, v in dm.datasets.items()} for dm in (plain, hinted)}
+    assert sizes == {False: {"train": 40, "val": 6, "test": 5}, True: {"train": 80, "val": 6, "test": 5}}
+    for split in ("val", "test"):
+        assert not hinted.datasets[split].hints
+        assert torch.equal(torch.cat([b["inputs"] for b in getattr(hinted, f"{split}_dataloader")()]),
+                           torch.cat([b["inputs"] for b in getattr(plain, f"{split}_dataloader")()]))
+    assert len(hinted.train_dataloader()) == 80 // 8
+    batch = next(iter(hinted.train_dataloader()))
+    assert rules.is_consistent(sd.decode(batch["inputs"]).numpy(), sd.decode(batch["labels"]).numpy()).all()
+    assert datamodules.Sudoku(hints=True).hints and not datamodules.Sudoku().hints
