@@ -1,0 +1,374 @@
+"""`rr import`: turn a checkpoint of the public TRM / HRM code into an rr checkpoint.
+
+    rr import --source checkpoints/<project>/<run>/step_65104 --config checkpoints/<project>/<run>/all_config.yaml \\
+        --seq_len 81 --output trm_sudoku.ckpt --puzzle_format sudoku
+    rr import --source step_65104 --output trm.ckpt --method trm --H_cycles 3 --L_cycles 6 --halt_max_steps 16
+
+The reference training script saves `torch.save(model.state_dict())` of its torch.compile'd loss head, so the names
+read `_orig_mod.model.inner.L_level.layers.0.self_attn.qkv_proj.weight` (`model.inner.` without compile, `inner.` for
+the bare model) and the puzzle-embedding table is the buffer `puzzle_emb.weights`; it writes the run's settings to
+`all_config.yaml` beside the checkpoints. The weights show the width, vocabulary, layer counts, the mixer (attention or
+`mlp_t`), the puzzle table (ids x width) and HRM's second stack; the token-MLP mixer or a learned position table also
+shows the number of positions. The config file or flags supply the rest: the recursion (H_cycles, L_cycles,
+halt_max_steps), and for attention models num_heads, pos_encodings and seq_len (the reference reads seq_len from the
+data set's dataset.json). Weight mapping: `recursive_reasoning.interop` (the one the parity tests use).
+
+The output loads with `RecursiveReasoner.load_from_checkpoint(path, weights_only=True)` and `rr test --ckpt_path`;
+with `--puzzle_format` it also says what it solves, so `rr solve --ckpt_path` takes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pickle
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import yaml
+from torch import Tensor
+
+from recursive_reasoning.checkpoint_io import AtomicCheckpointIO
+from recursive_reasoning.interop import (
+    TRM_DEFAULT_PUZZLE_EMB_LEN,
+    MissingReferenceSettings,
+    infer_reference_config,
+    load_reference_weights,
+    network_config_from_reference,
+    read_reference_layout,
+)
+from recursive_reasoning.module import OptimConfig, RecursiveReasoner
+from strategies import HRM, TRM, RecursionStrategy
+
+__all__ = [
+    "build_parser",
+    "convert_reference_checkpoint",
+    "import_checkpoint",
+    "load_reference_state_dict",
+    "main",
+    "read_reference_config",
+]
+
+METHODS: dict[str, type[RecursionStrategy]] = {"trm": TRM, "hrm": HRM}
+PUZZLE_FORMATS = ("sudoku", "maze")
+_MODEL_MODULES = {"trm": "trm", "hrm": "hrm", "hrm_act_v1": "hrm"}  # arch.name modules of the reference models
+_LOSS_TYPES = {"stablemax_cross_entropy": "stablemax", "softmax_cross_entropy": "softmax", "stablemax": "stablemax",
+               "softmax": "softmax"}
+_RECURSION = {
+    "H_cycles": "outer cycles per segment, TRM T / HRM H",
+    "L_cycles": "latent updates per cycle, TRM n / HRM L",
+    "halt_max_steps": "supervision segments N_sup",
+}
+# all_config.yaml top-level training settings -> OptimConfig fields (betas come from beta1 / beta2).
+_OPTIM = {"lr": "lr", "weight_decay": "weight_decay", "lr_warmup_steps": "warmup_steps",
+          "lr_min_ratio": "lr_min_ratio", "puzzle_emb_lr": "puzzle_emb_lr",
+          "puzzle_emb_weight_decay": "puzzle_emb_weight_decay"}
+
+
+def load_reference_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a reference checkpoint file (a plain state dict; a dict holding one under 'state_dict' too).
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is not a PyTorch file of tensors, or is already an rr checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a PyTorch checkpoint readable as tensors ({reason})") from None
+    if isinstance(data, Mapping) and "hyper_parameters" in data and "state_dict" in data:
+        raise ValueError(f"{path} is already an rr checkpoint (it has hyper_parameters); there is nothing to import")
+    if isinstance(data, Mapping) and data and not all(isinstance(v, Tensor) for v in data.values()):
+        data = data.get("state_dict")
+    if not isinstance(data, Mapping) or not data or not all(isinstance(v, Tensor) for v in data.values()):
+        raise ValueError(
+            f"{path} holds no state dict of tensors; expected the file the reference's pretrain.py writes "
+            "(torch.save(model.state_dict()), e.g. checkpoints/<project>/<run>/step_<N>)"
+        )
+    return {str(k): v for k, v in data.items()}
+
+
+def _resolve_interpolations(settings: dict[str, Any], scope: Mapping[str, Any]) -> None:
+    """Replace simple OmegaConf references (`${.hidden_size}`, `${hidden_size}`) by the value they name."""
+    for key, value in settings.items():
+        if isinstance(value, str) and "${" in value:
+            name = value.strip()[2:-1].lstrip(".") if value.strip().endswith("}") else ""
+            if not name.isidentifier() or name not in scope or isinstance(scope[name], str):
+                raise ValueError(
+                    f"config value {key}: {value!r} is an interpolation that cannot be resolved here; give the "
+                    "resolved value (the all_config.yaml the reference writes beside its checkpoints has them)"
+                )
+            settings[key] = scope[name]
+
+
+def read_reference_config(path: str | Path) -> dict[str, Any]:
+    """Settings from a reference config: the run's `all_config.yaml` (its `arch:` section merged over the top-level
+    training settings) or a YAML / JSON mapping of the model's constructor kwargs. `arch.loss.loss_type` becomes
+    `loss_type`.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is not a YAML / JSON mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config {path} does not exist")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
+                         f"{err}") from None
+    if isinstance(data, dict):
+        arch = data.get("arch")
+        settings = {k: v for k, v in data.items() if k != "arch"}
+        if isinstance(arch, dict):
+            settings.update(arch)
+        _resolve_interpolations(settings, settings)
+        loss = settings.get("loss")
+        if isinstance(loss, dict) and "loss_type" in loss:
+            settings.setdefault("loss_type", loss["loss_type"])
+        return settings
+    raise ValueError(f"config {path} is not a mapping of settings (expected all_config.yaml or arch kwargs)")
+
+
+def _method_of_name(name: Any) -> str | None:
+    """'trm' / 'hrm' from the config's model name ('recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1').
+
+    Raises:
+        ValueError: For another model of the reference repositories (e.g. trm_singlez): its weights may carry the
+            same names but mean something else.
+    """
+    if not isinstance(name, str):
+        return None
+    module = name.split("@")[0].rsplit(".", 1)[-1]
+    if module not in _MODEL_MODULES:
+        raise ValueError(
+            f"the config's model {name!r} is not the reference TRM or HRM (recursive_reasoning.trm@..., "
+            "recursive_reasoning.hrm@... or sapientinc's hrm.hrm_act_v1@...); other variants cannot be imported"
+        )
+    return _MODEL_MODULES[module]
+
+
+def _puzzle_format(kind: str, seq_len: int, vocab_size: int) -> dict[str, Any]:
+    """The description `rr solve` reads, for square Sudoku / maze grids of seq_len cells."""
+    from datamodules.formats import MazeFormat, SudokuFormat
+
+    side = math.isqrt(seq_len)
+    if side * side != seq_len:
+        raise ValueError(f"--puzzle_format {kind} needs a square grid, but seq_len is {seq_len}")
+    if kind == "sudoku":
+        if vocab_size < side + 2:
+            raise ValueError(f"a {side}x{side} Sudoku needs {side + 2} tokens, the model has {vocab_size}")
+        return SudokuFormat(side).describe()
+    if kind == "maze":
+        return MazeFormat(side).describe()
+    raise ValueError(f"unknown puzzle format {kind!r}; choose one of {', '.join(PUZZLE_FORMATS)}")
+
+
+def convert_reference_checkpoint(
+    state_dict: Mapping[str, Tensor],
+    settings: Mapping[str, Any],
+    method: str | None = None,
+    puzzle_format: str | None = None,
+) -> dict[str, Any]:
+    """Build an rr checkpoint (what `RecursiveReasoner.load_from_checkpoint` reads) from reference weights.
+
+    Args:
+        state_dict: Reference tensors under reference names (checkpoint prefixes allowed).
+        settings: Reference settings (`read_reference_config`, flags): the recursion (H_cycles, L_cycles,
+            halt_max_steps, halt_exploration_prob, loss_type), what the weights cannot show (seq_len, num_heads,
+            pos_encodings, puzzle_emb_len) and optionally the optimiser settings of all_config.yaml (lr, beta1, ...).
+        method: 'trm' or 'hrm' to check against the weights (None: read from them).
+        puzzle_format: 'sudoku' or 'maze' to record what the model solves (for `rr solve`).
+
+    Raises:
+        ValueError: If the tensors are not a reference TRM/HRM model, settings are missing (all named at once) or
+            contradict the weights.
+    """
+    layout = read_reference_layout(state_dict)
+    found = "hrm" if layout.hierarchical else "trm"
+    shape = "two stacks (H_level and L_level)" if layout.hierarchical else "one shared stack (L_level only)"
+    if method is not None and method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method is not None and method != found:
+        raise ValueError(f"--method {method}, but the checkpoint has {shape}: it is a {found.upper()} checkpoint")
+    named = _method_of_name(settings.get("name"))
+    if named is not None and named != found:
+        raise ValueError(f"the config describes {settings['name']!r} ({named.upper()}), but the checkpoint has "
+                         f"{shape}: it is a {found.upper()} checkpoint; use the config of the run that wrote it")
+
+    missing = {k: why for k, why in _RECURSION.items() if settings.get(k) is None}
+    try:
+        config = infer_reference_config(layout, settings)
+    except MissingReferenceSettings as err:
+        missing.update(err.missing)
+    if missing:
+        flags = " ".join(f"--{k} ..." for k in missing)
+        raise MissingReferenceSettings(missing, f"Give the run's all_config.yaml (--config) or flags: {flags}")
+
+    loss_type = settings.get("loss_type", "stablemax_cross_entropy")
+    if loss_type not in _LOSS_TYPES:
+        raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {', '.join(_LOSS_TYPES)}")
+    strategy = METHODS[found](
+        cycles=int(config["H_cycles"]),
+        latent_steps=int(config["L_cycles"]),
+        supervision_steps=int(config["halt_max_steps"]),
+        halt_exploration=float(config.get("halt_exploration_prob", 0.1)),
+        loss_type=_LOSS_TYPES[loss_type],
+    )
+    optim = {field: settings[key] for key, field in _OPTIM.items() if settings.get(key) is not None}
+    if settings.get("beta1") is not None and settings.get("beta2") is not None:
+        optim["betas"] = (float(settings["beta1"]), float(settings["beta2"]))
+    network, vocab_size, seq_len, num_ids = network_config_from_reference(config, found)
+    description = _puzzle_format(puzzle_format, seq_len, vocab_size) if puzzle_format else None
+
+    model = RecursiveReasoner(
+        strategy=strategy, network=network, optim=OptimConfig(**optim), vocab_size=vocab_size, seq_len=seq_len,
+        num_puzzle_ids=num_ids, supervision_schedule="carry", test_time=None,
+    )
+    load_reference_weights(model.net, state_dict)
+
+    defaults = {"rms_norm_eps": config["rms_norm_eps"], "halt_exploration_prob": strategy.halt_exploration,
+                "loss_type": loss_type}
+    if network.positions == "rope":
+        defaults["rope_theta"] = config["rope_theta"]
+    if not layout.hierarchical and layout.puzzle_emb_ndim and not (
+        layout.num_positions is not None and settings.get("seq_len") is not None
+    ):
+        defaults["puzzle_emb_len"] = TRM_DEFAULT_PUZZLE_EMB_LEN
+    assumed = [f"{k}={v}" for k, v in defaults.items() if settings.get(k) is None]
+    record: dict[str, Any] = {"method": found, "reference_config": config, "assumed_defaults": assumed,
+                              "num_parameters": model.net.num_parameters()}
+    if description is not None:
+        record["puzzle_format"] = description
+    checkpoint: dict[str, Any] = {
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": pl.__version__,
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "rr_import": record,
+    }
+    model.on_save_checkpoint(checkpoint)
+    return checkpoint
+
+
+def import_checkpoint(
+    source: str | Path,
+    output: str | Path,
+    config: str | Path | None = None,
+    method: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    puzzle_format: str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Convert the reference checkpoint `source` into the rr checkpoint `output` (written atomically).
+
+    Args:
+        source: The reference training checkpoint (`step_<N>`) or any file of a reference state dict.
+        output: Where to write the rr checkpoint.
+        config: The run's `all_config.yaml`, or a YAML / JSON of the model's constructor kwargs.
+        method: 'trm' or 'hrm', checked against the weights (None: read from them).
+        overrides: Reference settings that replace the config's (None values are ignored).
+        puzzle_format: 'sudoku' or 'maze': record what the model solves, for `rr solve`.
+        force: Replace an existing output.
+
+    Returns:
+        The checkpoint that was written.
+
+    Raises:
+        FileNotFoundError: If source or config does not exist.
+        FileExistsError: If output exists and force is not set.
+        ValueError: If the source is not a reference checkpoint or settings are missing or contradict it.
+    """
+    source, output = Path(source), Path(output)
+    if output.exists() and source.exists() and output.resolve() == source.resolve():
+        raise ValueError(f"the output {output} is the source checkpoint; write the rr checkpoint elsewhere")
+    if output.is_dir():
+        raise ValueError(f"{output} is a directory; give the checkpoint's file name")
+    if output.exists() and not force:
+        raise FileExistsError(f"{output} already exists; pass --force to overwrite it")
+    settings = read_reference_config(config) if config is not None else {}
+    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    state_dict = load_reference_state_dict(source)
+    checkpoint = convert_reference_checkpoint(state_dict, settings, method, puzzle_format)
+    AtomicCheckpointIO().save_checkpoint(checkpoint, output)
+    return checkpoint
+
+
+def summary(checkpoint: Mapping[str, Any]) -> str:
+    """One human-readable paragraph on an imported checkpoint."""
+    hp, net = checkpoint["hyper_parameters"], checkpoint["hyper_parameters"]["network"]
+    args = ", ".join(f"{k}={v}" for k, v in hp["strategy"]["init_args"].items())
+    layers = f"{net['num_layers']}" if net["shared"] else f"{net['answer_layers']} H + {net['num_layers']} L"
+    record = checkpoint.get("rr_import", {})
+    text = (
+        f"{hp['strategy']['class_path']}({args})\n"
+        f"network: hidden {net['hidden_size']}, {layers} layers, {net['mixer']} mixing, positions {net['positions']}, "
+        f"seq_len {hp['seq_len']} + {net['puzzle_emb_len']} puzzle-prefix tokens, vocab {hp['vocab_size']}, "
+        f"{hp['num_puzzle_ids']} puzzle ids, {record.get('num_parameters', 0):,} parameters + the puzzle table"
+    )
+    if record.get("assumed_defaults"):
+        text += f"\nreference defaults assumed (not in the config): {', '.join(record['assumed_defaults'])}"
+    if "puzzle_format" in record:
+        text += f"\nsolves: {record['puzzle_format']}"
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `rr import` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="rr import",
+        description="Convert a checkpoint of the public TRM / HRM code (torch.save(model.state_dict()), names "
+        "'_orig_mod.model.inner...') into an rr checkpoint. The weights give the architecture; --config (the run's "
+        "all_config.yaml) or the flags below give the recursion and what the weights do not show.",
+    )
+    parser.add_argument("--source", required=True, help="reference checkpoint file (e.g. .../step_65104)")
+    parser.add_argument("--output", required=True, help="rr checkpoint to write (e.g. trm_sudoku.ckpt)")
+    parser.add_argument("--config", help="the run's all_config.yaml, or a YAML / JSON of the model's arch kwargs")
+    parser.add_argument("--method", choices=sorted(METHODS), help="trm or hrm; read from the weights when omitted")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    parser.add_argument("--puzzle_format", choices=PUZZLE_FORMATS,
+                        help="record what the model solves (square grids of seq_len cells) so rr solve can use it")
+    group = parser.add_argument_group("reference settings (override --config; names as in all_config.yaml)")
+    group.add_argument("--H_cycles", "--cycles", dest="H_cycles", type=int, help="outer cycles per segment (T / H)")
+    group.add_argument("--L_cycles", "--latent_steps", dest="L_cycles", type=int, help="latent updates per cycle (n / L)")
+    group.add_argument("--halt_max_steps", "--supervision_steps", dest="halt_max_steps", type=int,
+                       help="supervision segments N_sup")
+    group.add_argument("--halt_exploration_prob", "--halt_exploration", dest="halt_exploration_prob", type=float,
+                       help="halting exploration probability (training only; default 0.1)")
+    group.add_argument("--loss_type", choices=sorted(_LOSS_TYPES), help="token loss (default stablemax)")
+    group.add_argument("--seq_len", type=int, help="puzzle tokens per example (81 Sudoku 9x9, 900 Maze 30x30 / ARC)")
+    group.add_argument("--num_heads", type=int, help="attention heads (not shown by the weights)")
+    group.add_argument("--pos_encodings", "--positions", dest="pos_encodings", choices=("rope", "learned", "none"),
+                       help="position encoding of an attention model")
+    group.add_argument("--puzzle_emb_len", type=int, help="TRM puzzle-prefix tokens (reference default 16)")
+    group.add_argument("--expansion", type=float, help="SwiGLU expansion (default: one that fits the weights)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `rr import`; returns the exit status (errors are printed, not raised)."""
+    args = build_parser().parse_args(argv)
+    names = ("H_cycles", "L_cycles", "halt_max_steps", "halt_exploration_prob", "loss_type", "seq_len", "num_heads",
+             "pos_encodings", "puzzle_emb_len", "expansion")
+    try:
+        checkpoint = import_checkpoint(
+            args.source, args.output, args.config, args.method, {name: getattr(args, name) for name in names},
+            args.puzzle_format, args.force,
+        )
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"rr import: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}\n{summary(checkpoint)}")
+    return 0
