@@ -24,6 +24,7 @@ from datamodules import arc_rules as rules
 from datamodules.arc_eval import ARCEvaluator
 from datamodules.base import PuzzleDataModule, PuzzleDataset
 from datamodules.dihedral import SWAPS_AXES
+from datamodules.formats import ARCFormat
 
 __all__ = ["ARC", "ARCDataset", "PuzzleIdMap", "resolve_task_set"]
 
@@ -389,6 +390,10 @@ class ARC(PuzzleDataModule):
 
     # --- evaluation --------------------------------------------------------------------------------------------
 
+    def puzzle_format(self) -> ARCFormat:
+        """ARC task JSON, with this run's puzzle-id map (so `rr solve` uses a known task's own ids)."""
+        return ARCFormat(self.puzzle_map)
+
     def evaluator(self, stage: str) -> ARCEvaluator:
         """A fresh voting evaluator over the examples of the 'val' or 'test' split."""
         plan = self._planned()
@@ -407,14 +412,12 @@ class ARC(PuzzleDataModule):
         """Saved in every checkpoint: the puzzle-id map and fingerprints of every pair the model trained on."""
         plan = self._planned()
         return {
+            **super().state_dict(),
             "puzzle_map": plan["map"].state_dict(),
             "train_sets": list(self.train_sets),
             "eval_set": self.eval_set,
             "train_pair_hashes": torch.from_numpy(plan["train_pair_hashes"]),
         }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Checked by `check_checkpoint` before the weights load; nothing to restore."""
 
     def check_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint trained on these test pairs, or with a different puzzle-id map (no silent reset).

@@ -26,6 +26,7 @@ from datamodules.base import (
     head_splits,
     split_in_order,
 )
+from datamodules.formats import MazeFormat
 
 __all__ = ["GeneratedMaze", "Maze", "MazeDataModule", "MazeDataset", "PathEvaluator"]
 
@@ -127,6 +128,10 @@ class MazeDataModule(PuzzleDataModule):
     def num_puzzle_ids(self) -> int:
         """Mazes use one puzzle id (0) for every example."""
         return 1
+
+    def puzzle_format(self) -> MazeFormat:
+        """Mazes of this side, as text '# SG'."""
+        return MazeFormat(self._side)
 
     def evaluator(self, stage: str) -> PathEvaluator:
         """The path checker, logged as {stage}/valid_path."""

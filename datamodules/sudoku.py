@@ -335,7 +335,10 @@ class Sudoku(SudokuDataModule):
             rows = np.sort(np.random.default_rng(self.seed).choice(n_rows, self.subsample, replace=False))
         limit = None if self.test_size is None else max(self.val_size, self.test_size)
         test = _read_grids(test_path, limit=limit)
-        return head_splits(_read_grids(train_path, rows=rows), test, self.val_size, self.test_size, test_path)
+        train = _read_grids(train_path, rows=rows)
+        if len(train[0]) == 0:
+            raise ValueError(f"{train_path} holds no puzzles (only a header?); the training set cannot be empty")
+        return head_splits(train, test, self.val_size, self.test_size, test_path)
 
 
 class GeneratedSudoku(SudokuDataModule):

@@ -1,4 +1,6 @@
-"""The `rr` command line: `rr fit|validate|test|predict --config configs/<recipe>.yaml` on LightningCLI.
+"""The `rr` command line: `rr fit|validate|test|predict --config configs/<recipe>.yaml` on LightningCLI, and
+`rr solve --ckpt_path ... --puzzle ...` for single puzzles (`recursive_reasoning/solve.py`), and `rr import` to convert a
+checkpoint of the public TRM / HRM code (`recursive_reasoning/import_checkpoint.py`).
 
 The model is always `RecursiveReasoner`; the recursion method is its `strategy` (class_path + init_args) and the data
 module is chosen by class_path. The data module's vocabulary, sequence length and puzzle-id count are linked into the
@@ -7,6 +9,8 @@ model, so a recipe never states them twice. Unknown keys are rejected by jsonarg
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, Trainer
@@ -32,8 +36,17 @@ class ReasoningCLI(LightningCLI):
         return trainer
 
 
+_COMMANDS = {"solve": "recursive_reasoning.solve", "import": "recursive_reasoning.import_checkpoint"}
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the `rr` console script."""
+    """Entry point of the `rr` console script: LightningCLI's subcommands, plus `rr solve` and `rr import`."""
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] in _COMMANDS:  # plain argparse commands beside LightningCLI's
+        status = importlib.import_module(_COMMANDS[argv[0]]).main(argv[1:])
+        if status:
+            raise SystemExit(status)
+        return
     ReasoningCLI(
         RecursiveReasoner,
         LightningDataModule,

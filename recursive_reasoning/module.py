@@ -2,6 +2,8 @@
 
 Training (reference-code semantics, spec section 3): one training step is one supervision segment for every slot of
 the batch and one optimiser step; the carry persists across batches, halted slots take the new batch's example.
+Under DDP each rank's carry holds its slice of the global batch; checkpoints hold the carry of all ranks and their RNG
+states, so a resumed run continues exactly (docs/scaling.md).
 Evaluation: every example starts fresh and runs all N_sup segments (or stops early where the strategy says so).
 The strategy's `depth` is logged as train/depth_H and train/depth_L, and each of its `evaluation_variants()` (named
 strategy copies, e.g. RSM's eval_depths) adds {stage}/exact_accuracy@{name}.
@@ -9,18 +11,23 @@ strategy copies, e.g. RSM's eval_depths) adds {stage}/exact_accuracy@{name}.
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from recursive_reasoning.losses import sequence_loss
+from datamodules.formats import PuzzleFormat
+from recursive_reasoning.inference import Solution, TestTimeOptions, solve_with_options
+from recursive_reasoning.losses import IGNORE_LABEL_ID, sequence_loss
 from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
 from recursive_reasoning.optim import AdamATan2, OptimizerBundle, SignSGD, clip_gradients, lr_lambda
 from strategies.base import Batch, Carry, Progress, RecursionStrategy
@@ -89,6 +96,8 @@ class RecursiveReasoner(L.LightningModule):
             code, default); 'batch': the paper's pseudo-code, all N_sup segments on the same batch inside one
             training step with an optimiser step after each, halted slots dropped from the loss, early stop when
             every slot has halted (manual optimisation; gradient accumulation is not supported there).
+        test_time: Test-time compute for validation, test and prediction (depth, early exit, voting over the data
+            module's puzzle symmetries, latent noise, selection); None is one plain pass.
     """
 
     def __init__(
@@ -100,6 +109,7 @@ class RecursiveReasoner(L.LightningModule):
         seq_len: int = 81,
         num_puzzle_ids: int = 1,
         supervision_schedule: Literal["carry", "batch"] = "carry",
+        test_time: TestTimeOptions | None = None,
     ) -> None:
         super().__init__()
         if supervision_schedule not in ("carry", "batch"):
@@ -107,12 +117,17 @@ class RecursiveReasoner(L.LightningModule):
         self.supervision_schedule = supervision_schedule
         self.automatic_optimization = supervision_schedule == "carry"
         # Checkpoints store these three as plain data (weights_only-safe); `load_from_checkpoint` passes them back.
+        # test_time is not saved: it is how a run evaluates, not part of the trained model (LightningCLI applies a
+        # checkpoint's hyperparameters over the command line, which would drop a --model.test_time given with it).
         if isinstance(strategy, dict):
             strategy = RecursionStrategy.from_hparams(strategy)
         if isinstance(network, dict):
             network = NetworkConfig(**network)
         if isinstance(optim, dict):
             optim = OptimConfig(**{**optim, "betas": tuple(optim.get("betas", (0.9, 0.95)))})
+        if isinstance(test_time, dict):
+            test_time = TestTimeOptions(**test_time)
+        self.test_time = test_time
         self.strategy = strategy if strategy is not None else TRM()
         self.network_config = network if network is not None else NetworkConfig()
         self.optim_config = optim if optim is not None else OptimConfig()
@@ -132,6 +147,8 @@ class RecursiveReasoner(L.LightningModule):
         self._ddp_params_and_buffers_to_ignore = self.live_parameter_names()
         self.carry: Carry | None = None
         self._checkpoint_progress: Progress | None = None
+        self._resume_state: dict[str, Any] | None = None  # carry and RNG states of a checkpoint, until training starts
+        self._carry_restored = False
         self.val_metrics = PuzzleMetrics()
         self.test_metrics = PuzzleMetrics()
         self.variants = self.strategy.evaluation_variants()
@@ -169,15 +186,82 @@ class RecursiveReasoner(L.LightningModule):
         self.strategy.depth(self.progress(), True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the progress, and while fitting what exact resumption needs beyond Lightning's own state: the ACT
+        carry of every rank (concatenated in rank order: the single-process slot order) and every rank's RNG states.
+
+        Under DDP this gathers from all ranks, so it must run on all of them, as `trainer.save_checkpoint` does. A
+        weights-only checkpoint (no optimiser states: it cannot resume training) gets neither.
+        """
         progress = self.progress()
         checkpoint["rr_progress"] = {"step": progress.step, "total": progress.total}
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if not fitting or "optimizer_states" not in checkpoint:
+            return
+        if self.carry is not None:
+            checkpoint["rr_carry"] = _carry_state(self.carry)
+        checkpoint["rr_rng"] = _gathered_objects(_rng_states())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check = getattr(self._trainer.datamodule if self._trainer is not None else None, "check_checkpoint", None)
         if check is not None:  # e.g. ARC refuses a different puzzle-id map before the weights load
             check(checkpoint)
+        self._check_shapes(checkpoint.get("hyper_parameters", {}))
         saved = checkpoint.get("rr_progress")
         self._checkpoint_progress = Progress(saved["step"], saved["total"]) if saved else None
+        if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            self._resume_state = {"carry": checkpoint.get("rr_carry"), "rng": checkpoint.get("rr_rng")}
+
+    def on_train_start(self) -> None:
+        """When fitting resumes from a checkpoint: take this rank's slots of the saved carry and its RNG states.
+
+        Done here rather than at loading, which comes before the model is on its device and before the sanity check.
+        A fresh multi-rank run instead gives every rank but 0 its own torch seed (initial seed + rank): all ranks are
+        seeded alike, and halt exploration would otherwise draw the same numbers for slot i of every rank.
+        """
+        state, self._resume_state = self._resume_state, None
+        world_size, rank = self.trainer.world_size, self.trainer.global_rank
+        if state is None:
+            if rank > 0:
+                torch.manual_seed((torch.initial_seed() + rank) % 2**64)
+            return
+        if state["carry"] is not None:
+            carry = _carry_slice(state["carry"], world_size, rank, self.device)
+            if carry is None:
+                rank_zero_warn(
+                    f"the checkpoint's ACT carry has {state['carry']['steps'].shape[0]} slots, which {world_size} "
+                    "devices cannot share equally; every slot restarts with a new example"
+                )
+            self.carry, self._carry_restored = carry, carry is not None
+        rng = state["rng"]
+        if rng:
+            if len(rng) != world_size:
+                rank_zero_warn(
+                    f"the checkpoint holds the RNG states of {len(rng)} ranks, this run has {world_size}; each rank "
+                    "takes its own rank's states where saved, but random draws (halt exploration) differ from the "
+                    "original run"
+                )
+            if rank < len(rng):
+                _set_rng_states(rng[rank])
+
+    def _check_shapes(self, saved: dict[str, Any]) -> None:
+        """Refuse a checkpoint whose task shape or architecture differs from this model's, naming each difference."""
+        ours = self.hparams
+        differences = [
+            f"{name}: checkpoint {saved[name]!r}, this run {ours[name]!r}"
+            for name in ("vocab_size", "seq_len", "num_puzzle_ids")
+            if name in saved and saved[name] != ours[name]
+        ]
+        network = saved.get("network") or {}
+        differences += [
+            f"network.{key}: checkpoint {value!r}, this run {ours['network'].get(key)!r}"
+            for key, value in network.items()
+            if key in ours["network"] and value != ours["network"][key]
+        ]
+        if differences:
+            raise ValueError(
+                "the checkpoint does not fit this model (" + "; ".join(differences) + "). Use the configuration (and "
+                "data) the checkpoint was trained with, e.g. the config.yaml saved beside it in the log directory"
+            )
 
     # --- training ----------------------------------------------------------------------------------------------
 
@@ -186,7 +270,13 @@ class RecursiveReasoner(L.LightningModule):
             return self._train_segments_on_batch(batch)
         size = batch["inputs"].shape[0]
         if self.carry is None or self.carry.steps.shape[0] != size or self.carry.steps.device != self.device:
+            if self._carry_restored:
+                rank_zero_warn(
+                    f"the checkpoint's ACT carry holds {self.carry.steps.shape[0]} slots per device, this run's batch "
+                    f"{size}; every slot restarts with a new example (keep the global batch size for exact resumption)"
+                )
             self.carry = self.strategy.initial_carry(self.net, batch)
+        self._carry_restored = False
         carry = self.strategy.refresh(self.net, self.carry, batch)
         total, self.carry = self._train_segment(carry, self.progress())
         return total
@@ -206,7 +296,8 @@ class RecursiveReasoner(L.LightningModule):
             optimizer.step()
             scheduler.step()
             active = active & ~carry.halted
-            if not bool(active.any()):
+            # every rank stops at the same segment: DDP's gradient all-reduce needs the same number of backward passes
+            if not self.trainer.strategy.reduce_boolean_decision(bool(active.any()), all=False):
                 break
 
     def _train_segment(
@@ -227,10 +318,18 @@ class RecursiveReasoner(L.LightningModule):
             )
             for name, value in values.items():
                 self.log(f"train/{name}", value.mean(), on_step=True, on_epoch=False)
+        # Under DDP the loss terms are averaged over ranks (equal local batches: the global mean); the metrics of
+        # finished examples above stay rank 0's, since ranks finish different numbers of examples.
         for name, value in loss.terms.items():
-            self.log(f"train/{name}", value.detach() / size, on_step=True, on_epoch=False)
+            self.log(f"train/{name}", value.detach() / size, on_step=True, on_epoch=False, sync_dist=True)
         total = loss.total / size
-        self.log("train/loss", total.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        if not torch.isfinite(total):  # stop before a non-finite update reaches the weights or a checkpoint
+            raise FloatingPointError(
+                f"the training loss is {total.item()} at step {self.trainer.global_step} "
+                f"({', '.join(f'{k}={v.item():.4g}' for k, v in loss.terms.items())}); the weights are unchanged and no "
+                "checkpoint was written. Lower optim.lr, check the data, or use precision 32-true to find the cause"
+            )
+        self.log("train/loss", total.detach(), on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         depth = strategy.depth(progress, True)
         if depth is not None:
             outer, inner = depth
@@ -312,7 +411,39 @@ class RecursiveReasoner(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._finish_evaluation("test")
 
+    def _puzzle_format(self) -> PuzzleFormat | None:
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        make = getattr(datamodule, "puzzle_format", None)
+        return make() if make is not None else None
+
+    def _solve_with_test_time(self, batch: Batch) -> Solution:
+        assert self.test_time is not None
+        return solve_with_options(self.net, self.strategy, batch, self.progress(), self.test_time, self._puzzle_format())
+
+    def _test_time_step(self, batch: Batch, metrics: PuzzleMetrics, stage: str) -> None:
+        """Evaluation under `test_time`: exact accuracy of the selected answers, steps used, steps run per puzzle,
+        and beside a rule-checker selection the label-free vote's exact accuracy."""
+        solution = self._solve_with_test_time(batch)
+        labels, size = batch["labels"], batch["inputs"].shape[0]
+        valid = labels != IGNORE_LABEL_ID
+        exact = ((solution.predictions == labels) | ~valid).all(-1)
+        token_acc = ((solution.predictions == labels) & valid).sum(-1) / valid.sum(-1).clamp(min=1)
+        halt = torch.nan_to_num(solution.confidence - 0.5, nan=-1.0)  # sign of the q_halt logit
+        metrics.update(token_acc, exact, halt, solution.steps)
+        evaluator = self._evaluators.get(stage)
+        if evaluator is not None:
+            evaluator.update(batch, solution.predictions, halt)
+        for name, metric in metrics.metrics.items():
+            self.log(f"{stage}/{name}", metric, on_epoch=True, batch_size=size, prog_bar=name == "exact_accuracy")
+        self.log(f"{stage}/steps_run_per_puzzle", solution.steps_run / size, on_epoch=True, batch_size=size)
+        if self.test_time.selection == "checker":
+            label_free = ((solution.label_free == labels) | ~valid).all(-1).float().mean()
+            self.log(f"{stage}/exact_accuracy_label_free", label_free, on_epoch=True, batch_size=size)
+
     def _evaluation_step(self, batch: Batch, metrics: PuzzleMetrics, stage: str) -> None:
+        if self.test_time is not None and not self.test_time.is_plain:
+            self._test_time_step(batch, metrics, stage)
+            return
         result = self.solve(batch)
         evaluator = self._evaluators.get(stage)
         if evaluator is not None:
@@ -337,6 +468,9 @@ class RecursiveReasoner(L.LightningModule):
         self._evaluation_step(batch, self.test_metrics, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        if self.test_time is not None and not self.test_time.is_plain:
+            solution = self._solve_with_test_time(batch)
+            return {"predictions": solution.predictions, "confidence": solution.confidence, "steps": solution.steps}
         result = self.solve(batch)
         return {"predictions": result["logits"].argmax(-1), "halt_logits": result["halt_logits"],
                 "steps": result["steps"]}
@@ -369,3 +503,74 @@ class RecursiveReasoner(L.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+
+# --- exact resumption: the carry and the RNG states in checkpoints (plain tensors, lists and numbers) -------------
+
+
+def _gathered(t: Tensor) -> Tensor:
+    """`t` of every rank concatenated along dim 0 in rank order (itself without a multi-rank process group)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+def _gathered_objects(obj: Any) -> list[Any]:
+    """`obj` of every rank, in rank order (a one-element list without a multi-rank process group)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _carry_state(carry: Carry) -> dict[str, Any]:
+    """The carry of all ranks as CPU tensors, slots in rank order (bool flags as uint8, which every backend gathers)."""
+    return {
+        "y": _gathered(carry.y).cpu(),
+        "z": _gathered(carry.z).cpu(),
+        "steps": _gathered(carry.steps).cpu(),
+        "halted": _gathered(carry.halted.to(torch.uint8)).bool().cpu(),
+        "batch": {k: _gathered(v).cpu() for k, v in carry.batch.items()},
+    }
+
+
+def _carry_slice(state: dict[str, Any], world_size: int, rank: int, device: torch.device) -> Carry | None:
+    """Rank `rank`'s contiguous share of a saved carry on `device`; None when the slots do not divide evenly."""
+    slots = state["steps"].shape[0]
+    if slots % world_size:
+        return None
+    lo, hi = rank * slots // world_size, (rank + 1) * slots // world_size
+    return Carry(
+        y=state["y"][lo:hi].to(device),
+        z=state["z"][lo:hi].to(device),
+        steps=state["steps"][lo:hi].to(device),
+        halted=state["halted"][lo:hi].to(device),
+        batch={k: v[lo:hi].to(device) for k, v in state["batch"].items()},
+    )
+
+
+def _rng_states() -> dict[str, Any]:
+    """This process's global RNG states (torch CPU, the current CUDA device if in use, numpy, Python), as tensors,
+    lists and numbers so the checkpoint still loads with `torch.load(weights_only=True)`."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, python_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "state": list(internal), "gauss": python_gauss},
+    }
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what `_rng_states` returned."""
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))

@@ -331,6 +331,9 @@ class OptimizerBundle(torch.optim.Optimizer):
             )
         for opt, sd in zip(self.optimizers, members):
             opt.load_state_dict(sd)
+        # torch's load_state_dict gives each member new group dicts: share them again (in place, for every holder of
+        # this list), or an LR scheduler would set the old ones and the members keep the checkpoint's learning rate
+        self.param_groups[:] = [group for opt in self.optimizers for group in opt.param_groups]
 
 
 def _sign_free_parameters(optimizer: torch.optim.Optimizer) -> list[Tensor]:

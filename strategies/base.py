@@ -10,6 +10,7 @@ import functools
 import importlib
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -282,6 +283,25 @@ class RecursionStrategy(ABC):
     def unused_parameters(self, net: ReasoningNetwork) -> dict[str, str]:
         """Parameters this method never trains, mapped to the reason (checked by `strategies.conformance`)."""
         return {}
+
+    # --- test time ---------------------------------------------------------------------------------------------
+
+    has_halt_head = True  # whether `reasoning_steps` yields real halt logits (RSM has no Q head)
+
+    @torch.no_grad()
+    def reasoning_steps(
+        self, net: ReasoningNetwork, batch: Batch, progress: Progress, steps: int | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Evaluate from the initial states, yielding (logits [B, L, V], halt_logits [B]) after every reasoning step.
+
+        A step is one supervision segment here; `steps` runs that many instead of N_sup (test-time depth scaling).
+        Test-time options (traces, early exit on settled answers, latent noise) are built on this.
+        """
+        carry = self.refresh(net, self.initial_carry(net, batch), batch)
+        for _ in range(self.supervision_steps if steps is None else steps):
+            out = self.run_segment(net, carry, progress, training=False)
+            carry = self.advance(carry, out, training=False)
+            yield out.logits, out.halt_logits
 
     # --- halting -----------------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ Depth: H and L grow on two independent milestone schedules over training progres
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import torch
@@ -211,6 +211,23 @@ class RSM(RecursionStrategy):
         """Named copies of this strategy evaluated besides it: one per `eval_depths` entry, 'H{h}' at h_test = h."""
         args: dict[str, Any] = dict(self.__dict__["_init_args"])
         return {f"H{h}": RSM(**{**args, "h_test": h, "eval_depths": None}) for h in self.eval_depths}
+
+    has_halt_head = False
+
+    @torch.no_grad()
+    def reasoning_steps(
+        self, net: ReasoningNetwork, batch: Batch, progress: Progress, steps: int | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """One step per outer step (L latent updates, one answer update) at l_test; `steps` overrides h_test.
+
+        RSM has no Q head: the halt logits are zeros.
+        """
+        x = net.embed(batch["inputs"], batch["puzzle_ids"])
+        y, z = net.initial_states(x.shape[0])
+        zeros = torch.zeros(x.shape[0], device=x.device)
+        for _ in range(self.h_test if steps is None else steps):
+            y, z = self.cycle(net, y, z, x, self.l_test)
+            yield net.decode(y), zeros
 
     @torch.no_grad()
     def trace(

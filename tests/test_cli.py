@@ -155,6 +155,11 @@ def test_fit_then_test_from_checkpoint_end_to_end(tmp_path: Path) -> None:
     test = run_rr("test", *common, f"--ckpt_path={checkpoint}", cwd=tmp_path)
     assert test.returncode == 0, test.stderr[-3000:]
     assert "test/exact_accuracy" in test.stdout
+    # Test-time compute given on the command line survives LightningCLI's reading of the checkpoint's hparams.
+    voted = run_rr("test", *common, f"--ckpt_path={checkpoint}", "--model.test_time.copies=2",
+                   "--model.test_time.selection=checker", cwd=tmp_path)
+    assert voted.returncode == 0, voted.stderr[-3000:]
+    assert "test/exact_accuracy_label_free" in voted.stdout and "test/steps_run_per_puzzle" in voted.stdout
 
 
 def test_arc_fit_then_test_prints_pass_at_k_and_writes_a_submission(tmp_path: Path) -> None:
@@ -172,6 +177,16 @@ def test_arc_fit_then_test_prints_pass_at_k_and_writes_a_submission(tmp_path: Pa
     submission = json.loads(next((tmp_path / "run").rglob("submission_test_step2.json")).read_text())
     assert sorted(submission) == ["00576224", "009d5c81"]
     assert set(submission["00576224"][0]) == {"attempt_1", "attempt_2"}
+    # rr solve on an evaluation task the model trained on (its own puzzle ids), voting over 2 of its augmentations.
+    with gzip.open(require_shared("data/arc-agi-1/evaluation.json.gz"), "rt") as f:
+        task = json.load(f)["00576224"]
+    (tmp_path / "00576224.json").write_text(json.dumps(task))  # ARC's per-task files are named by task id
+    solve = run_rr("solve", f"--ckpt_path={checkpoint}", f"--file={tmp_path / '00576224.json'}", "--copies=2", "--json",
+                   f"--trace={tmp_path / 'arc.png'}", cwd=tmp_path)
+    assert solve.returncode == 0, solve.stderr[-3000:]
+    answer = json.loads(solve.stdout)
+    assert answer["puzzle"] == "00576224[0]" and isinstance(answer["correct"], bool)
+    assert answer["passes_checker"] is None and (tmp_path / "arc.png").stat().st_size > 0
     # The same checkpoint against another augmentation plan is refused before any weight is loaded.
     other = run_rr("test", *common, f"--ckpt_path={checkpoint}", "--data.init_args.seed=1", cwd=tmp_path)
     assert other.returncode != 0 and "puzzle-id map differs" in other.stderr
