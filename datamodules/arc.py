@@ -208,7 +208,7 @@ class ARC(PuzzleDataModule):
         val_tasks: Validation scores the test inputs of the first val_tasks evaluation tasks; None uses all.
         val_augmentations: Copies per test input used in validation (identity first); None uses all.
         max_tasks: Use only the first max_tasks tasks (by name) of every set (tests, demos); None uses all.
-        batch_size: Training batch size.
+        batch_size: Global training batch size (over all devices; docs/scaling.md).
         eval_batch_size: Batch size for validation, test and prediction; None uses batch_size.
         num_workers: DataLoader worker processes.
         seed: Seed of the augmentation plan, the translations and the shuffling.

@@ -255,7 +255,7 @@ class Maze(MazeDataModule):
             augment: Serve each training maze under all 8 dihedral transforms (8000 examples instead of 1000).
             val_size: Number of leading test-file rows used for validation.
             test_size: Number of leading test-file rows used for testing and prediction; None uses all.
-            batch_size: Training batch size.
+            batch_size: Global training batch size (over all devices; docs/scaling.md).
             eval_batch_size: Batch size for validation, test and prediction; None uses batch_size.
             num_workers: DataLoader worker processes.
             seed: Seed of the shuffling.
@@ -314,7 +314,7 @@ class GeneratedMaze(MazeDataModule):
             val_size: Number of validation mazes.
             test_size: Number of test mazes.
             augment: Serve each training maze under all 8 dihedral transforms.
-            batch_size: Training batch size.
+            batch_size: Global training batch size (over all devices; docs/scaling.md).
             eval_batch_size: Batch size for validation, test and prediction; None uses batch_size.
             num_workers: DataLoader worker processes.
             seed: Seed of the generator and the shuffling.

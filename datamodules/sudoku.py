@@ -150,7 +150,7 @@ class SudokuDataModule(PuzzleDataModule):
     Args:
         size: Side of the grid: 4, 6 or 9.
         augmentations: Copies of each training puzzle, the first untouched and the rest randomly transformed.
-        batch_size: Training batch size.
+        batch_size: Global training batch size (over all devices; docs/scaling.md).
         eval_batch_size: Batch size for validation, test and prediction; None uses batch_size.
         num_workers: DataLoader worker processes.
         seed: Seed of the augmentations, the hints and the shuffling.
@@ -298,7 +298,7 @@ class Sudoku(SudokuDataModule):
             augmentations: Copies of each training puzzle, the first untouched and the rest randomly transformed.
             val_size: Number of leading test-file rows used for validation.
             test_size: Number of leading test-file rows used for testing and prediction; None uses all.
-            batch_size: Training batch size.
+            batch_size: Global training batch size (over all devices; docs/scaling.md).
             eval_batch_size: Batch size for validation, test and prediction; None uses batch_size.
             num_workers: DataLoader worker processes.
             seed: Seed of the subsample, the augmentations, the hints and the shuffling.
@@ -371,7 +371,7 @@ class GeneratedSudoku(SudokuDataModule):
             val_size: Number of validation puzzles.
             test_size: Number of test puzzles.
             augmentations: Copies of each training puzzle, the first untouched and the rest randomly transformed.
-            batch_size: Training batch size.
+            batch_size: Global training batch size (over all devices; docs/scaling.md).
             eval_batch_size: Batch size for validation, test and prediction; None uses batch_size.
             num_workers: DataLoader worker processes.
             seed: Seed of the generator, the augmentations, the hints and the shuffling.

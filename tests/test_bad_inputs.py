@@ -203,3 +203,27 @@ def test_import_never_overwrites_an_existing_file(tmp_path: Path) -> None:
                 "--halt_max_steps", "4", cwd=tmp_path)
     expect_failure(result, "ours.ckpt")
     assert output.read_text() == "keep me"
+
+
+# --- puzzles handed to rr solve ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("fmt", "text", "message"),
+    [
+        ("sudoku", "12..34..........5", "puzzle has 17 characters; a 4x4 Sudoku needs 16"),
+        ("sudoku", "12..34....x.....", "invalid character 'x' at position 10"),
+        ("sudoku", "12..34....9.....", "digit 9 at position 10, out of range for a 4x4 Sudoku"),
+        ("maze", "S G#\n#  #\n  S \n####", "exactly one start S, found 2"),
+        ("maze", "S  \n   \n  G", "a 4x4 maze needs 16"),
+        ("arc", '{"train": [{"input": [[1]], "output": [[1]]}], "test": [{"input": [[1, 2], [3]]}]}', "ragged grid"),
+        ("arc", '{"train": [', "not valid JSON"),
+    ],
+    ids=["sudoku-length", "sudoku-character", "sudoku-digit", "maze-two-starts", "maze-size", "arc-ragged",
+         "arc-json"],
+)
+def test_bad_puzzles_are_named(fmt: str, text: str, message: str) -> None:
+    from datamodules.formats import ARCFormat, MazeFormat, SudokuFormat
+
+    formats = {"sudoku": SudokuFormat(4), "maze": MazeFormat(4), "arc": ARCFormat()}
+    with pytest.raises(ValueError, match=message):
+        formats[fmt].parse(text)
