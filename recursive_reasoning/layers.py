@@ -12,9 +12,28 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 Mixer = Literal["attention", "mlp"]
 Positions = Literal["rope", "learned", "none"]
+AttentionBackend = Literal["auto", "math", "flash", "efficient", "cudnn"]
+ATTENTION_BACKENDS: dict[str, SDPBackend | None] = {
+    "auto": None,
+    "math": SDPBackend.MATH,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+}
+
+
+def sdpa_backend(name: str) -> SDPBackend | None:
+    """The SDPA kernel named by `attention_backend` (None for 'auto'); a clear error for an unknown name."""
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(
+            f"unknown attention_backend {name!r} (model.network.attention_backend); choose one of "
+            f"{', '.join(repr(k) for k in ATTENTION_BACKENDS)}."
+        )
+    return ATTENTION_BACKENDS[name]
 
 
 def trunc_normal_(tensor: Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0) -> Tensor:
@@ -92,9 +111,16 @@ class RotaryEmbedding(nn.Module):
 
 
 class Attention(nn.Module):
-    """Non-causal multi-head self-attention with a fused QKV projection, run by PyTorch SDPA."""
+    """Non-causal multi-head self-attention with a fused QKV projection, run by PyTorch SDPA.
 
-    def __init__(self, width: int, num_heads: int, rotary: RotaryEmbedding | None) -> None:
+    Args:
+        width: Model width D.
+        num_heads: Attention heads (head_dim = D / num_heads).
+        rotary: Shared RoPE tables, or None.
+        backend: SDPA kernel ('auto', 'math', 'flash', 'efficient', 'cudnn'); 'auto' lets PyTorch pick.
+    """
+
+    def __init__(self, width: int, num_heads: int, rotary: RotaryEmbedding | None, backend: str = "auto") -> None:
         super().__init__()
         if width % num_heads:
             raise ValueError(f"hidden_size {width} is not divisible by num_heads {num_heads}; pick sizes that divide.")
@@ -103,6 +129,22 @@ class Attention(nn.Module):
         self.qkv = lecun_linear(width, 3 * width)
         self.out = lecun_linear(width, width)
         self.rotary = rotary
+        self.backend_name = backend
+        self.backend = sdpa_backend(backend)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """SDPA over [B, H, S, hd] under the configured kernel; a kernel that cannot run names the option."""
+        if self.backend is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=False)
+        try:
+            with sdpa_kernel(self.backend):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=False)
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"model.network.attention_backend={self.backend_name!r} cannot run on this device "
+                f"({q.device.type}, {q.dtype}, head_dim {q.shape[-1]}); use 'auto' or another kernel. "
+                f"PyTorch said: {error}"
+            ) from error
 
     def forward(self, x: Tensor) -> Tensor:
         B, S, D = x.shape
@@ -110,7 +152,7 @@ class Attention(nn.Module):
         if self.rotary is not None:
             q, k = self.rotary(q, k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, S, hd]
-        h = F.scaled_dot_product_attention(q, k, v, is_causal=False)
+        h = self.attend(q, k, v)
         return self.out(h.transpose(1, 2).reshape(B, S, D))
 
 
@@ -129,12 +171,13 @@ class Block(nn.Module):
         expansion: float,
         eps: float,
         rotary: RotaryEmbedding | None,
+        attention_backend: str = "auto",
     ) -> None:
         super().__init__()
         self.eps = eps
         self.mixer_kind = mixer
         if mixer == "attention":
-            self.mix: nn.Module = Attention(width, num_heads, rotary)
+            self.mix: nn.Module = Attention(width, num_heads, rotary, attention_backend)
         elif mixer == "mlp":
             self.mix = SwiGLU(num_positions, expansion)  # acts along the sequence axis
         else:

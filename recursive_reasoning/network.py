@@ -14,14 +14,56 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recursive_reasoning.layers import (
+    AttentionBackend,
     Block,
     Mixer,
     Positions,
     ReasoningModule,
     RotaryEmbedding,
     lecun_linear,
+    sdpa_backend,
     trunc_normal_,
 )
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """Exception types torch.compile raises when a backend fails to compile (names vary across releases)."""
+    errors: list[type[BaseException]] = []
+    try:
+        from torch._dynamo.exc import BackendCompilerFailed
+
+        errors.append(BackendCompilerFailed)
+    except ImportError:
+        pass
+    try:
+        from torch._inductor.exc import InductorError
+
+        errors.append(InductorError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+COMPILE_ERRORS = _compile_errors()
+
+
+def check_compile_toolchain(device: torch.device) -> None:
+    """Fail with a clear message when torch.compile's inductor backend cannot build CPU kernels (no C++ compiler),
+    rather than at the first call deep inside the compiler."""
+    if device.type != "cpu":
+        return
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # another torch layout: the compile call itself reports a missing toolchain
+        return
+    try:
+        get_cpp_compiler()
+    except Exception as error:
+        raise RuntimeError(
+            "model.network.compile=true on a CPU needs a C++ compiler for torch.compile's inductor backend, and "
+            f"none was found ({type(error).__name__}: {error}). Install g++ (or set CXX), or set "
+            "model.network.compile=false."
+        ) from error
 
 
 @dataclass
@@ -41,6 +83,11 @@ class NetworkConfig:
         puzzle_emb_dim: Width of the puzzle-embedding vector (spread over the prefix tokens); None means hidden_size.
         rms_norm_eps: Epsilon of the weightless RMSNorm.
         rope_theta: RoPE base.
+        compile: Compile the latent and answer modules in place with `torch.compile` (inductor; on a CPU it needs a
+            C++ compiler). Weights and state_dict keys are unchanged; the first calls (and each new batch shape or
+            gradient mode) pay the compilation.
+        attention_backend: SDPA kernel of the attention mixer: 'auto' (PyTorch picks), 'math', 'flash', 'efficient'
+            or 'cudnn'. A kernel the device, dtype or shapes cannot run raises at the first attention call.
     """
 
     hidden_size: int = 512
@@ -55,6 +102,8 @@ class NetworkConfig:
     puzzle_emb_dim: int | None = None
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
+    compile: bool = False
+    attention_backend: AttentionBackend = "auto"
 
 
 class ReasoningNetwork(nn.Module):
@@ -102,11 +151,13 @@ class ReasoningNetwork(nn.Module):
             rotary = RotaryEmbedding(D // c.num_heads, self.num_positions, c.rope_theta)
         elif c.positions not in ("learned", "none"):
             raise ValueError(f"unknown positions {c.positions!r}; choose 'rope', 'learned' or 'none'.")
+        sdpa_backend(c.attention_backend)  # an unknown name fails here, whatever the mixer
 
         def stack(layers: int) -> ReasoningModule:
             return ReasoningModule(
                 [
-                    Block(D, self.num_positions, c.mixer, c.num_heads, c.expansion, c.rms_norm_eps, rotary)
+                    Block(D, self.num_positions, c.mixer, c.num_heads, c.expansion, c.rms_norm_eps, rotary,
+                          c.attention_backend)
                     for _ in range(layers)
                 ]
             )
@@ -122,6 +173,32 @@ class ReasoningNetwork(nn.Module):
 
         self.register_buffer("y_init", trunc_normal_(torch.empty(D), std=1.0))
         self.register_buffer("z_init", trunc_normal_(torch.empty(D), std=1.0))
+
+        self._compile_checked: set[str] = set()  # device types whose compile toolchain was checked
+        if c.compile:
+            for module in self.reasoning_modules():
+                module.compile()  # in place: parameter names and state_dict keys stay as they are
+
+    def reasoning_modules(self) -> list[ReasoningModule]:
+        """The latent module, and the answer module when it is a separate one."""
+        return [self.latent_module] + ([self.answer_module] if self.answer_module is not None else [])
+
+    def _run(self, module: ReasoningModule, state: Tensor, injection: Tensor) -> Tensor:
+        """Call a reasoning module; with `compile`, check the toolchain once per device type and name the option
+        in a compilation failure."""
+        if not self.config.compile:
+            return module(state, injection)
+        if state.device.type not in self._compile_checked:
+            check_compile_toolchain(state.device)
+            self._compile_checked.add(state.device.type)
+        try:
+            return module(state, injection)
+        except COMPILE_ERRORS as error:
+            first = (str(error).strip().splitlines() or [""])[0]
+            raise RuntimeError(
+                f"model.network.compile=true: torch.compile failed on {state.device.type} ({type(error).__name__}: "
+                f"{first}); set model.network.compile=false to run uncompiled"
+            ) from error
 
     def initial_states(self, batch_size: int) -> tuple[Tensor, Tensor]:
         """Fixed starting answer and latent states, each [B, S, D] (S = prefix + sequence)."""
@@ -144,12 +221,12 @@ class ReasoningNetwork(nn.Module):
 
     def latent_step(self, z: Tensor, y: Tensor, x: Tensor) -> Tensor:
         """One latent update z = f(z, y + x): the input is injected here only."""
-        return self.latent_module(z, y + x)
+        return self._run(self.latent_module, z, y + x)
 
     def answer_step(self, y: Tensor, z: Tensor) -> Tensor:
         """One answer update y = f(y, z)."""
         module = self.latent_module if self.answer_module is None else self.answer_module
-        return module(y, z)
+        return self._run(module, y, z)
 
     def decode(self, y: Tensor) -> Tensor:
         """Token logits [B, L, V] in fp32 from the answer state, prefix positions dropped."""
