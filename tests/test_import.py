@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 from conftest import require_shared
-from test_parity import ALL_VECTORS, as_batch, check_segment
+from test_parity import ALL_VECTORS, check_evaluation_segments
 
 from recursive_reasoning.cli import main
 from recursive_reasoning.module import RecursiveReasoner
 from recursive_reasoning.solve import load_solver
-from strategies import HRM, TRM, Progress
+from strategies import HRM, TRM
 
 # The arch keys the reference writes to all_config.yaml (seq_len, vocab_size and num_puzzle_identifiers come from the
 # data set at run time, so a real all_config.yaml has none of them).
@@ -72,16 +72,7 @@ def assert_reproduces_reference(path: Path, name: str) -> RecursiveReasoner:
     model = RecursiveReasoner.load_from_checkpoint(path, weights_only=True)
     v = vector(name)
     assert model.net.num_parameters() == v["num_params"]
-    net, strategy = model.net.eval(), model.strategy
-    batch = as_batch(v["batch"])
-    with torch.inference_mode():
-        carry = strategy.initial_carry(net, batch)
-        for index, record in enumerate(v["expected"]["eval"]):
-            carry = strategy.refresh(net, carry, batch)
-            out = strategy.run_segment(net, carry, Progress(0), training=False)
-            loss = strategy.loss(net, carry, out, Progress(0), training=False)
-            carry = strategy.advance(carry, out, training=False)
-            check_segment(record, carry, out, loss, f"imported {name} eval segment {index + 1}")
+    check_evaluation_segments(v, model.net, model.strategy, f"imported {name}")
     return model
 
 

@@ -93,9 +93,8 @@ def test_parameter_count_matches_reference(name: str) -> None:
     assert net.num_parameters() == vector["num_params"]
 
 
-@pytest.mark.parametrize("name", ALL_VECTORS)
-def test_evaluation_segments_match(name: str) -> None:
-    vector, net, strategy = load_vector(name)
+def check_evaluation_segments(vector: dict, net, strategy, label: str):
+    """Run the vector's batch through every evaluation segment and match each against the reference record."""
     net.eval()
     batch = as_batch(vector["batch"])
     with torch.inference_mode():
@@ -105,7 +104,14 @@ def test_evaluation_segments_match(name: str) -> None:
             out = strategy.run_segment(net, carry, Progress(0), training=False)
             loss = strategy.loss(net, carry, out, Progress(0), training=False)
             carry = strategy.advance(carry, out, training=False)
-            check_segment(record, carry, out, loss, f"{name} eval segment {index + 1}")
+            check_segment(record, carry, out, loss, f"{label} eval segment {index + 1}")
+    return carry
+
+
+@pytest.mark.parametrize("name", ALL_VECTORS)
+def test_evaluation_segments_match(name: str) -> None:
+    vector, net, strategy = load_vector(name)
+    carry = check_evaluation_segments(vector, net, strategy, name)
     assert bool(carry.halted.all()), "every slot halts at the last segment in evaluation"
 
 
