@@ -67,6 +67,54 @@ def rms_norm(x: Tensor, eps: float = 1e-5) -> Tensor:
     return h.to(x.dtype)
 
 
+def records_grad(*tensors: Tensor) -> bool:
+    """Whether autograd records an op on these tensors (eager only: a compiled graph is left to the compiler)."""
+    return torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def residual_rms_norm(h: Tensor, update: Tensor, eps: float = 1e-5) -> Tensor:
+    """rms_norm(h + update): the same arithmetic, with the scaling done in place when no gradient is recorded (fp32),
+    which saves a state-sized buffer per call (on a CPU every fresh large buffer is page-faulted in)."""
+    if records_grad(h, update) or h.dtype != torch.float32 or update.dtype != torch.float32:
+        return rms_norm(h + update, eps)
+    out = h + update
+    return out.mul_(torch.rsqrt(out.square().mean(-1, keepdim=True).add_(eps)))
+
+
+class _SwiGLUActivation(torch.autograd.Function):
+    """silu(gate) * up of a fused [..., 2H] gate/up projection, with the gradient written into one [..., 2H] buffer
+    (autograd's chunk backward would concatenate two halves). Same saved tensors and arithmetic as autograd's."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, gate_up: Tensor) -> Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        activated = F.silu(gate)
+        ctx.save_for_backward(gate_up, activated)
+        return activated * up
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        gate_up, activated = ctx.saved_tensors
+        gate, up = gate_up.chunk(2, dim=-1)
+        grad_gate_up = torch.empty_like(gate_up, memory_format=torch.contiguous_format)
+        grad_gate, grad_up = grad_gate_up.chunk(2, dim=-1)
+        torch.mul(grad, up, out=grad_gate)
+        torch.ops.aten.silu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)
+        torch.mul(grad, activated, out=grad_up)
+        return grad_gate_up
+
+
+def swiglu_activation(gate_up: Tensor) -> Tensor:
+    """silu(gate) * up over the two halves of the last axis; in place into `gate_up` when no gradient is recorded."""
+    if torch.compiler.is_compiling():
+        gate, up = gate_up.chunk(2, dim=-1)
+        return F.silu(gate) * up
+    if records_grad(gate_up):
+        return _SwiGLUActivation.apply(gate_up)
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate, inplace=True).mul_(up)
+
+
 def swiglu_hidden(width: int, expansion: float) -> int:
     """SwiGLU inner width: expansion * width * 2/3, rounded up to a multiple of 256 (512, 4 -> 1536)."""
     base = round(expansion * width * 2 / 3)
@@ -83,8 +131,7 @@ class SwiGLU(nn.Module):
         self.down = lecun_linear(hidden, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        return self.down(swiglu_activation(self.gate_up(x)))
 
 
 class RotaryEmbedding(nn.Module):
@@ -187,10 +234,10 @@ class Block(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         if self.mixer_kind == "mlp":
             t = h.transpose(1, 2)  # [B, D, S]
-            h = rms_norm(t + self.mix(t), self.eps).transpose(1, 2)  # token mixing; this norm is over positions
+            h = residual_rms_norm(t, self.mix(t), self.eps).transpose(1, 2)  # token mixing; norm over positions
         else:
-            h = rms_norm(h + self.mix(h), self.eps)
-        return rms_norm(h + self.mlp(h), self.eps)
+            h = residual_rms_norm(h, self.mix(h), self.eps)
+        return residual_rms_norm(h, self.mlp(h), self.eps)
 
 
 class ReasoningModule(nn.Module):
