@@ -186,3 +186,14 @@ def test_compile_runs_a_forward_on_cpu() -> None:
     y, z = plain.initial_states(2)
     with torch.no_grad():
         assert torch.allclose(compiled.latent_step(z, y, x), plain.latent_step(z, y, x), atol=1e-5)
+
+
+def test_one_configuration_runs_and_reports_its_counts() -> None:
+    spec = throughput.Spec("demo", batch=4, micro_batch=2, steps=1, eval_segments=2)
+    result = throughput.run_spec(spec)
+    train, evaluation = result["train"], result["eval"]
+    assert result["parameters"] == 154_754
+    assert (train["calls"], train["calls_with_grad"]) == (6, 3)  # TRM T 2, n 2: 2 cycles of (2 latent + 1 answer)
+    assert evaluation["segments"] == 2
+    assert train["flops_per_s"] > 0 and evaluation["flops_per_s"] > 0
+    assert train["peak_memory"] >= result["baseline_memory"] > 0
