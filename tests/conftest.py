@@ -22,6 +22,15 @@ def require_shared(relative: str) -> Path:
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: one float reduction order, so results repeat exactly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_batch(size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     """A random batch for the tiny test networks: 9 tokens from a vocabulary of 6, puzzle ids from 3."""
     g = torch.Generator().manual_seed(seed)

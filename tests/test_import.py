@@ -19,6 +19,8 @@ from recursive_reasoning.module import RecursiveReasoner
 from recursive_reasoning.solve import load_solver
 from strategies import HRM, TRM
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # The arch keys the reference writes to all_config.yaml (seq_len, vocab_size and num_puzzle_identifiers come from the
 # data set at run time, so a real all_config.yaml has none of them).
 ARCH_KEYS = ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "num_heads", "expansion",
@@ -29,14 +31,6 @@ ARCH_KEYS = ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "num
 @functools.cache
 def vector(name: str) -> dict:
     return torch.load(require_shared(f"parity/{name}.pt"), weights_only=True)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def reference_checkpoint(directory: Path, name: str, state: dict | None = None) -> Path:

@@ -15,6 +15,8 @@ from recursive_reasoning.interop import load_reference_weights, network_config_f
 from recursive_reasoning.network import ReasoningNetwork
 from strategies import HRM, TRM, Progress
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TRM_VECTORS = ["trm_att_rope", "trm_mlpt_nopos"]
 ALL_VECTORS = [*TRM_VECTORS, "hrm_att_rope"]
 TOLERANCE = 1e-4  # the README's recommended scale-relative bound; we measure 0 (bit-identical) on one thread
@@ -77,14 +79,6 @@ def check_segment(record: dict, carry, out, loss, label: str) -> None:
     q_ok = ((out.halt_logits >= 0) == loss.exact) & finished
     assert int(q_ok.sum()) == int(metrics["q_halt_accuracy"]), f"{label} q_halt_accuracy count"
     assert int(carry.steps[finished].sum()) == int(metrics["steps"]), f"{label} steps sum"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", ALL_VECTORS)
