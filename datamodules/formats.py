@@ -92,6 +92,16 @@ class PuzzleFormat(ABC):
             versions back to the original frame (equal answers then mean the same answer).
         """
 
+    def reference_perturbations(
+        self, inputs: np.ndarray, puzzle_ids: np.ndarray, copies: int
+    ) -> tuple[np.ndarray, np.ndarray, Inverse]:
+        """Augmented HRM's fixed perturbation set (renrua52/hrm-mechanistic-analysis), copy 0 the identity; returns
+        what `transforms` does. Only Sudoku (cyclic digit shifts) and Maze (start/goal swap) have one."""
+        raise ValueError(
+            f"{self.kind} puzzles have no reference perturbation set (Augmented HRM defines one for Sudoku and Maze); "
+            "use perturbations='symmetries'"
+        )
+
 
 class SudokuFormat(PuzzleFormat):
     """N x N Sudoku: text of N*N digits with '.' or '0' for blanks; tokens 1 blank, 2..N+1 digits."""
@@ -145,6 +155,29 @@ class SudokuFormat(PuzzleFormat):
             return back + 1
 
         return moved + 1, np.broadcast_to(puzzle_ids, (copies, *puzzle_ids.shape)).copy(), inverse
+
+    def reference_perturbations(
+        self, inputs: np.ndarray, puzzle_ids: np.ndarray, copies: int
+    ) -> tuple[np.ndarray, np.ndarray, Inverse]:
+        """Copy k shifts every digit cyclically by k: d -> (d - 1 + k) mod N + 1, blanks kept (k = 0..copies-1).
+
+        A relabelling of the digits, so a valid puzzle stays valid and its solution shifts with it; shifting back by
+        -k inverts it. Augmented HRM votes over the 9 shifts of a 9x9 Sudoku.
+        """
+        n = self.size
+        if copies > n:
+            raise ValueError(f"a {n}x{n} Sudoku has {n} cyclic digit shifts; asked for {copies} copies")
+        shifts = np.arange(copies).reshape(-1, 1, 1)
+
+        def shifted(tokens: np.ndarray, by: np.ndarray) -> np.ndarray:
+            digit = (tokens >= 2) & (tokens <= n + 1)  # tokens 2..N+1 are the digits 1..N
+            return np.where(digit, (tokens - 2 + by) % n + 2, tokens)
+
+        def inverse(answers: np.ndarray) -> np.ndarray:
+            return shifted(answers, -shifts)
+
+        moved = shifted(np.broadcast_to(inputs, (copies, *inputs.shape)), shifts)
+        return moved, np.broadcast_to(puzzle_ids, (copies, *puzzle_ids.shape)).copy(), inverse
 
 
 def _sudoku_conflicts(grid: np.ndarray) -> np.ndarray:
@@ -225,6 +258,23 @@ class MazeFormat(PuzzleFormat):
             return np.stack([answers[p][:, gather[DIHEDRAL_INVERSE[p]]] for p in range(copies)])
 
         return moved, np.broadcast_to(puzzle_ids, (copies, *puzzle_ids.shape)).copy(), inverse
+
+    def reference_perturbations(
+        self, inputs: np.ndarray, puzzle_ids: np.ndarray, copies: int
+    ) -> tuple[np.ndarray, np.ndarray, Inverse]:
+        """Copy 1 swaps start and goal (Augmented HRM's maze perturbation): the same shortest paths, so the same
+        answer with S and G swapped back; the swap is its own inverse."""
+        if copies > 2:
+            raise ValueError(f"a maze has 2 reference perturbations (itself, start/goal swapped); asked for {copies}")
+        swap = np.arange(copies).reshape(-1, 1, 1) == 1
+
+        def swapped(tokens: np.ndarray) -> np.ndarray:
+            flipped = np.where(tokens == maze_rules.START, maze_rules.GOAL,
+                               np.where(tokens == maze_rules.GOAL, maze_rules.START, tokens))
+            return np.where(swap, flipped, tokens)
+
+        moved = swapped(np.broadcast_to(inputs, (copies, *inputs.shape)))
+        return moved, np.broadcast_to(puzzle_ids, (copies, *puzzle_ids.shape)).copy(), swapped
 
 
 class ARCFormat(PuzzleFormat):

@@ -1,7 +1,8 @@
 """Lightning callbacks for training recipes: `EMA` weight averaging, `DepthGrowthCallback` and `LateCheckpoints`.
 
-`EMA` is Lightning's `EMAWeightAveraging` that leaves the module's live parameters (the sparse puzzle-embedding
-table) out of the average, as the reference code does: evaluation and checkpoints use their current values.
+`EMA` is Lightning's `EMAWeightAveraging` with the reference code's rule (the average starts at the initial weights;
+parameters only) that leaves the module's live parameters (the sparse puzzle-embedding table) out of the average, as
+the reference code does: evaluation and checkpoints use their current values.
 
 RSM (spec section 4b) grows its recursion depth during training; at each change `DepthGrowthCallback` can ramp the
 learning rate from 0 back to the scheduler's value and scale the Adam moments once.
@@ -46,17 +47,24 @@ class _WithoutLive:
 
 
 class EMA(EMAWeightAveraging):
-    """Lightning's EMA weight averaging, except for the parameters named by `pl_module.live_parameter_names()`.
+    """EMA weight averaging by the reference code's rule, except for the parameters named by
+    `pl_module.live_parameter_names()`.
+
+    As the reference `EMAHelper`, the average is registered at the weights before the first averaged update (the
+    initial weights, unless `update_starting_at_step` delays it), not copied from the weights after it as by
+    `EMAWeightAveraging`; each update then sets average <- decay * average + (1 - decay) * weight. Only parameters are
+    averaged by default: averaging constant buffers (initial states, RoPE tables) would only make them drift by
+    rounding, so validation, the end of training and the checkpoint use the live buffers.
 
     The live parameters (the puzzle-embedding table) are not averaged, and the averaged model keeps no copy of them
     (no memory or per-step work for the table): validation, the end of training and the checkpoint's `state_dict`
-    use their current values, every other weight its average. The checkpoint stores the table once, shared by
-    `state_dict` and `current_model_state`, and resuming restores the live table and the averages. A module without
-    `live_parameter_names` is averaged exactly as by `EMAWeightAveraging`.
+    use their current values, every other weight its average. The checkpoint stores the table (and the live buffers)
+    once, shared by `state_dict` and `current_model_state`, and resuming restores the live table and the averages.
 
     Args:
         device: Device of the averaged model; None uses the module's.
-        use_buffers: Average the buffers too (else they are copied).
+        use_buffers: Average the buffers too, as `EMAWeightAveraging` does by default; False (the reference) uses the
+            live buffers.
         decay: EMA decay per update.
         update_every_n_steps: Update the average every n optimiser steps.
         update_starting_at_step: First optimiser step (0-based) that updates the average; None starts at once.
@@ -67,7 +75,7 @@ class EMA(EMAWeightAveraging):
     def __init__(
         self,
         device: torch.device | str | int | None = None,
-        use_buffers: bool = True,
+        use_buffers: bool = False,
         decay: float = 0.999,
         update_every_n_steps: int = 1,
         update_starting_at_step: int | None = None,
@@ -94,6 +102,14 @@ class EMA(EMAWeightAveraging):
                 owner, _, attr = name.rpartition(".")
                 setattr(self._average_model.module.get_submodule(owner), attr, None)
 
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Registers the average at the current weights before the first averaged update (the reference's rule)."""
+        average = self._average_model
+        if average is not None and int(average.n_averaged) == 0 and self.should_update(step_idx=trainer.global_step):
+            average.update_parameters(self._averaged_view(pl_module))  # with nothing averaged yet: a copy
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -103,11 +119,14 @@ class EMA(EMAWeightAveraging):
         super().on_train_epoch_end(trainer, self._averaged_view(pl_module))
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Writes the averaged weights as `state_dict` (as the parent does) with the live parameters' current values."""
+        """Writes the averaged weights as `state_dict` (as the parent does) with the current values of the live
+        parameters and, unless averaged, of the buffers."""
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
-        if self._average_model is not None and self._live:
-            current = dict(pl_module.named_parameters())
-            checkpoint["state_dict"].update({name: current[name].detach() for name in self._live})
+        if self._average_model is None:
+            return
+        current = checkpoint["current_model_state"]
+        kept = set(self._live) if self._use_buffers else {*self._live, *(name for name, _ in pl_module.named_buffers())}
+        checkpoint["state_dict"].update({name: current[name] for name in kept if name in current})
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         """Restores the averages (the parent's way) without the live parameters, which the averaged model lacks."""
@@ -121,16 +140,18 @@ class EMA(EMAWeightAveraging):
         return _WithoutLive(pl_module, self._live) if self._live else pl_module  # type: ignore[return-value]
 
     def _pairs(self, pl_module: L.LightningModule) -> list[tuple[Tensor, Tensor]]:
-        """(averaged, current) tensors of every averaged parameter and buffer."""
+        """(averaged, current) tensors of every averaged parameter, and of every buffer if buffers are averaged."""
         assert self._average_model is not None
         average = self._average_model.module
         view = self._averaged_view(pl_module)
+        if not self._use_buffers:
+            return list(zip(average.parameters(), view.parameters(), strict=True))
         averaged = itertools.chain(average.parameters(), average.buffers())
         current = itertools.chain(view.parameters(), pl_module.buffers())
         return list(zip(averaged, current, strict=True))
 
     def _swap_models(self, pl_module: L.LightningModule) -> None:
-        """Swaps the averaged and the current values of every averaged tensor; the live parameters stay."""
+        """Swaps the averaged and the current values of every averaged tensor; the live parameters and buffers stay."""
         for average, current in self._pairs(pl_module):
             tmp = average.data.clone()
             average.data.copy_(current.data)

@@ -5,11 +5,18 @@ step for RSM). A batch is expanded into P transformed copies (the puzzle format'
 (trajectories with Gaussian noise on the latent state), each trajectory stops at its exit step, the answers are mapped
 back to the original frame, and one answer per puzzle is selected. The label-free vote is always returned beside the
 selection, so a checker-assisted number never stands alone.
+
+Augmented HRM's protocol (Ren & Liu 2026, renrua52/hrm-mechanistic-analysis `batch_inference.py`) is
+`perturbations='reference'` (Sudoku: the cyclic digit shifts; Maze: the start/goal swap) over a checkpoint ensemble,
+scored by `oracle_majority`: a pass is confident when the strategy's own halting rule fires at its last step, and a
+puzzle counts as solved when, for some checkpoint, the correct confident passes are a strict majority of its confident
+passes. It reads the labels, so it is reported under its own name beside the label-free vote.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +35,7 @@ __all__ = [
     "TestTimeOptions",
     "decide",
     "exit_steps",
+    "oracle_majority",
     "select",
     "solve_ensemble",
     "solve_with_options",
@@ -36,6 +44,7 @@ __all__ = [
 
 EarlyExit = Literal["none", "halt", "settled"]
 Selection = Literal["vote", "confident_vote", "max_q", "checker"]
+Perturbations = Literal["symmetries", "reference"]
 
 
 @dataclass
@@ -44,16 +53,21 @@ class TestTimeOptions:
 
     Args:
         steps: Reasoning steps (segments; RSM: outer steps) per trajectory; None uses the trained number.
-        early_exit: Where a trajectory stops: 'none' (after all steps), 'halt' (the first step with q_halt > 0) or
-            'settled' (the first step whose answer has not changed for settle_k steps).
+        early_exit: Where a trajectory stops: 'none' (after all steps), 'halt' (the first step where the strategy's
+            own halting rule fires: TRM q_halt > 0, HRM q_halt > q_continue) or 'settled' (the first step whose answer
+            has not changed for settle_k steps).
         settle_k: Unchanged steps that make an answer settled.
-        copies: Transformed copies P voted over (the puzzle's symmetries; copy 0 is the puzzle itself).
+        copies: Transformed copies P voted over (copy 0 is the puzzle itself).
+        perturbations: Which copies: 'symmetries' (random validity-preserving symmetries: Sudoku relabellings and
+            band/stack shuffles, Maze dihedral, ARC its augmentations) or 'reference' (Augmented HRM's fixed set:
+            Sudoku the cyclic digit shifts k = 0..copies-1, at most 9; Maze the start/goal swap, at most 2).
         samples: Trajectories K per copy; with noise > 0 they differ.
         noise: Standard deviation of the Gaussian noise added to the latent state after every latent update.
         selection: 'vote' (most frequent answer, ties by mean sigmoid(q_halt)), 'confident_vote' (the vote among
-            answers with sigmoid(q_halt) >= confidence, all if none), 'max_q' (the answer with the highest q_halt)
-            or 'checker' (the vote among answers that pass the puzzle's rule checker, all if none).
-        confidence: Threshold of sigmoid(q_halt) for 'confident_vote'.
+            confident answers, all if none), 'max_q' (the answer with the highest q_halt) or 'checker' (the vote
+            among answers that pass the puzzle's rule checker, all if none).
+        confidence: What makes an answer confident for 'confident_vote': None, the strategy's own halting rule at
+            the trajectory's exit step (as Augmented HRM); a number, sigmoid(q_halt) >= it.
         seed: Seed of the transforms and the noise.
     """
 
@@ -63,10 +77,11 @@ class TestTimeOptions:
     early_exit: EarlyExit = "none"
     settle_k: int = 2
     copies: int = 1
+    perturbations: Perturbations = "symmetries"
     samples: int = 1
     noise: float = 0.0
     selection: Selection = "vote"
-    confidence: float = 0.5
+    confidence: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -78,6 +93,8 @@ class TestTimeOptions:
             raise ValueError(
                 f"unknown selection {self.selection!r}; choose 'vote', 'confident_vote', 'max_q' or 'checker'"
             )
+        if self.perturbations not in ("symmetries", "reference"):
+            raise ValueError(f"unknown perturbations {self.perturbations!r}; choose 'symmetries' or 'reference'")
         for name in ("settle_k", "copies", "samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -112,18 +129,19 @@ class LatentNoise:
         return getattr(self._net, name)
 
 
-def exit_rule(answers: Tensor, halt: Tensor | None, early_exit: EarlyExit, settle_k: int) -> Tensor:
-    """Where the early-exit rule fires [S, N] bool, from answers [S, N, L] and halt logits [S, N].
+def exit_rule(answers: Tensor, halts: Tensor | None, early_exit: EarlyExit, settle_k: int) -> Tensor:
+    """Where the early-exit rule fires [S, N] bool, from answers [S, N, L] and the strategy's halting decisions [S, N].
 
-    'halt': q_halt > 0; 'settled': the answer equals the previous settle_k answers; 'none': never.
+    'halt': where the strategy's own halting rule fired (`halt_signal`); 'settled': the answer equals the previous
+    settle_k answers; 'none': never.
     """
     count = answers.shape[0]
     if early_exit == "none":
         return torch.zeros(answers.shape[:2], dtype=torch.bool, device=answers.device)
     if early_exit == "halt":
-        if halt is None:
+        if halts is None:
             raise ValueError("early_exit='halt' needs a strategy with a Q head; use early_exit='settled'")
-        return halt > 0
+        return halts
     run = torch.zeros(answers.shape[:2], dtype=torch.long, device=answers.device)
     if count > 1:
         unchanged = (answers[1:] == answers[:-1]).all(-1)  # [S-1, N]
@@ -132,9 +150,9 @@ def exit_rule(answers: Tensor, halt: Tensor | None, early_exit: EarlyExit, settl
     return run >= settle_k
 
 
-def exit_steps(answers: Tensor, halt: Tensor | None, early_exit: EarlyExit, settle_k: int) -> Tensor:
+def exit_steps(answers: Tensor, halts: Tensor | None, early_exit: EarlyExit, settle_k: int) -> Tensor:
     """Index [N] of the step each trajectory stops at: the first where `exit_rule` fires, else the last."""
-    fired = exit_rule(answers, halt, early_exit, settle_k)
+    fired = exit_rule(answers, halts, early_exit, settle_k)
     count = answers.shape[0]
     index = torch.arange(count, device=answers.device).view(-1, 1).expand_as(fired)
     return torch.where(fired, index, count).amin(0).clamp(max=count - 1)
@@ -168,6 +186,20 @@ def select(candidates: Tensor, scores: Tensor | None, eligible: Tensor | None = 
     return winner, counts[rows, best] / eligible.float().sum(0), score[rows, best]
 
 
+def oracle_majority(correct: Tensor, confident: Tensor) -> Tensor:
+    """Augmented HRM's verdict per puzzle [B] from each checkpoint's passes, correct and confident [M, N, B] bool.
+
+    A checkpoint solves a puzzle when its correct confident passes are a strict majority of its confident passes (a
+    tie, or no confident pass, does not); the ensemble solves it when any checkpoint does. An oracle: it reads the
+    labels, through `correct`.
+    """
+    if correct.shape != confident.shape or correct.dim() != 3:
+        raise ValueError(f"correct and confident must both be [checkpoints, passes, puzzles], got "
+                         f"{tuple(correct.shape)} and {tuple(confident.shape)}")
+    hits = (correct & confident).sum(1)
+    return (2 * hits > confident.sum(1)).any(0)
+
+
 @dataclass
 class Solution:
     """Answers of a batch under `TestTimeOptions`, with the signals behind them.
@@ -183,6 +215,9 @@ class Solution:
         trace: Answers after every step of the untransformed first trajectory [S, B, L], and its halt
             probabilities [S, B] (NaN without a Q head).
         steps_run: Reasoning steps run in total (sum over trajectories of the steps each used).
+        answers: Every trajectory's answer in the puzzle's frame, per model [M, N, B, L] (N = copies x samples).
+        confident: Whether each model's strategy's halting rule fired at each trajectory's exit step [M, N, B]
+            (None without a Q head); with `answers`, what `oracle_majority` scores.
     """
 
     predictions: Tensor
@@ -194,6 +229,8 @@ class Solution:
     passes_checker: Tensor | None
     trace: tuple[Tensor, Tensor]
     steps_run: int
+    answers: Tensor
+    confident: Tensor | None
 
 
 @dataclass
@@ -203,6 +240,7 @@ class Candidates:
     Attributes:
         answers: Answer tokens [N, B, L] (N = copies x samples).
         scores: sigmoid(q_halt) at each trajectory's exit step [N, B]; None without a Q head.
+        confident: The strategy's halting rule fired at each trajectory's exit step [N, B]; None without a Q head.
         steps: Steps each trajectory used [N, B].
         trace: The untransformed first trajectory's answers after every step [S, B, L] and its sigmoid(q_halt) [S, B]
             (NaN without a Q head).
@@ -211,9 +249,23 @@ class Candidates:
 
     answers: Tensor
     scores: Tensor | None
+    confident: Tensor | None
     steps: Tensor
     trace: tuple[Tensor, Tensor]
     settled: Tensor
+
+
+def _steps(
+    strategy: RecursionStrategy, net: Any, batch: Batch, progress: Progress, steps: int | None
+) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+    """(logits, halt logits, halting decision) after every reasoning step; with a Q head the decision is the
+    strategy's own `halt_signal` on the step's segment, without one it is None."""
+    if strategy.has_halt_head:
+        for out in strategy.evaluation_segments(net, batch, progress, steps):
+            yield out.logits, out.halt_logits, strategy.halt_signal(out)
+    else:
+        for logits, halt_logits in strategy.reasoning_steps(net, batch, progress, steps):
+            yield logits, halt_logits, None
 
 
 @torch.no_grad()
@@ -234,7 +286,11 @@ def trajectories(
     rng = np.random.default_rng(options.seed)
     if copies > 1:
         assert fmt is not None
-        moved, ids, inverse = fmt.transforms(inputs.cpu().numpy(), batch["puzzle_ids"].cpu().numpy(), copies, rng)
+        host_inputs, host_ids = inputs.cpu().numpy(), batch["puzzle_ids"].cpu().numpy()
+        if options.perturbations == "reference":
+            moved, ids, inverse = fmt.reference_perturbations(host_inputs, host_ids, copies)
+        else:
+            moved, ids, inverse = fmt.transforms(host_inputs, host_ids, copies, rng)
         copy_inputs, copy_ids = torch.from_numpy(moved).to(device), torch.from_numpy(ids).to(device)
     else:
         copy_inputs, copy_ids, inverse = inputs[None], batch["puzzle_ids"][None], None
@@ -247,20 +303,24 @@ def trajectories(
         generator = torch.Generator(device=device).manual_seed(options.seed)
         model_net = LatentNoise(net, options.noise, generator)
 
-    answers, halts = [], []
-    for logits, halt_logits in strategy.reasoning_steps(model_net, expanded, progress, options.steps):
+    answers, halts, decisions = [], [], []
+    for logits, halt_logits, halted in _steps(strategy, model_net, expanded, progress, options.steps):
         answers.append(logits.argmax(-1))
         halts.append(halt_logits.float())
+        if halted is not None:
+            decisions.append(halted)
         if options.early_exit != "none":  # stop once every trajectory has exited
-            hq = torch.stack(halts) if strategy.has_halt_head else None
-            if bool(exit_rule(torch.stack(answers), hq, options.early_exit, options.settle_k).any(0).all()):
+            fired = torch.stack(decisions) if decisions else None
+            if bool(exit_rule(torch.stack(answers), fired, options.early_exit, options.settle_k).any(0).all()):
                 break
     all_answers = torch.stack(answers)  # [S, N, L]
     all_halt = torch.stack(halts) if strategy.has_halt_head else None
-    exit_at = exit_steps(all_answers, all_halt, options.early_exit, options.settle_k)  # [N]
+    all_decisions = torch.stack(decisions) if decisions else None
+    exit_at = exit_steps(all_answers, all_decisions, options.early_exit, options.settle_k)  # [N]
     columns = torch.arange(all_answers.shape[1], device=device)
     final = all_answers[exit_at, columns].view(copies, samples, size, length)
     score = torch.sigmoid(all_halt[exit_at, columns]) if all_halt is not None else None
+    confident = all_decisions[exit_at, columns] if all_decisions is not None else None
     if inverse is not None:  # back to the original frame, one sample at a time (transforms differ per copy)
         restored = [inverse(final[:, k].cpu().numpy()) for k in range(samples)]
         final = torch.from_numpy(np.stack(restored, axis=1)).to(device)
@@ -275,6 +335,7 @@ def trajectories(
     return Candidates(
         answers=final.reshape(copies * samples, size, length),
         scores=score.view(copies * samples, size) if score is not None else None,
+        confident=confident.view(copies * samples, size) if confident is not None else None,
         steps=(exit_at + 1).view(copies * samples, size).float(),
         trace=(first, trace_q),
         settled=settled,
@@ -294,6 +355,10 @@ def decide(
     answers = torch.cat([c.answers for c in candidates])
     has_scores = all(c.scores is not None for c in candidates)
     scores = torch.cat([c.scores for c in candidates]) if has_scores else None  # type: ignore[misc]
+    confident_each = None  # [M, N, B]
+    if all(c.confident is not None for c in candidates):
+        confident_each = torch.stack([c.confident for c in candidates])  # type: ignore[misc]
+    confident = confident_each.flatten(0, 1) if confident_each is not None else None
     if options.selection in ("confident_vote", "max_q") and scores is None:
         raise ValueError(f"selection={options.selection!r} needs a Q head, which this strategy lacks")
     checked = fmt.check(inputs[:1].cpu().numpy(), inputs[:1].cpu().numpy()) if fmt is not None else None
@@ -310,7 +375,8 @@ def decide(
         predictions, agreement, confidence = select(answers, scores, eligible)
     elif options.selection == "confident_vote":
         assert scores is not None
-        predictions, agreement, confidence = select(answers, scores, scores >= options.confidence)
+        eligible = scores >= options.confidence if options.confidence is not None else confident
+        predictions, agreement, confidence = select(answers, scores, eligible)
     elif options.selection == "max_q":
         assert scores is not None
         best = scores.argmax(0)
@@ -334,6 +400,8 @@ def decide(
         passes_checker=passes,
         trace=candidates[0].trace,
         steps_run=int(steps.sum().item()),
+        answers=torch.stack([c.answers for c in candidates]),
+        confident=confident_each,
     )
 
 

@@ -26,11 +26,11 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from datamodules.formats import PuzzleFormat
-from recursive_reasoning.inference import Solution, TestTimeOptions, solve_with_options
+from recursive_reasoning.inference import Solution, TestTimeOptions, oracle_majority, solve_ensemble
 from recursive_reasoning.losses import IGNORE_LABEL_ID, sequence_loss
 from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
-from recursive_reasoning.optim import AdamATan2, OptimizerBundle, SignSGD, clip_gradients, lr_lambda
-from strategies.base import Batch, Carry, Progress, RecursionStrategy
+from recursive_reasoning.optim import AdamATan2, OptimizerBundle, SignSGD, clip_gradients, reference_schedule
+from strategies.base import Batch, Carry, Progress, RecursionStrategy, SegmentOutput
 from strategies.trm import TRM
 
 
@@ -42,7 +42,8 @@ class OptimConfig:
         lr: Peak learning rate of AdamATan2.
         weight_decay: Decoupled weight decay of AdamATan2.
         betas: Adam moment decay rates (b1, b2).
-        warmup_steps: Linear warmup from 0, in optimiser steps.
+        warmup_steps: Linear warmup, in optimiser steps: update k (from 1) runs at lr * k / warmup_steps until the
+            peak at update warmup_steps (the reference's indexing; the first update is not at lr 0).
         lr_min_ratio: Cosine decay to lr * lr_min_ratio at the last step; 1.0 keeps the lr constant after warmup.
         puzzle_emb_lr: Learning rate of the SignSGD puzzle-embedding table (same warmup and schedule).
         puzzle_emb_weight_decay: Decoupled weight decay of the puzzle-embedding table.
@@ -58,13 +59,22 @@ class OptimConfig:
 
 
 class PuzzleMetrics(nn.Module):
-    """Means over finished examples: token accuracy, exact accuracy, q_halt accuracy, steps used."""
+    """Means over finished examples with at least one label: token accuracy, exact accuracy, q_halt accuracy, steps.
+
+    Rows without a valid label (padding) are left out, as in both reference codes: such a row would count as exactly
+    right and pull every mean towards it.
+    """
 
     names = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")
 
     def __init__(self) -> None:
         super().__init__()
         self.metrics = nn.ModuleDict({name: MeanMetric() for name in self.names})
+
+    @staticmethod
+    def labelled(labels: Tensor) -> Tensor:
+        """[B] bool: the rows of labels [B, L] with at least one valid label, the only ones the metrics count."""
+        return (labels != IGNORE_LABEL_ID).any(-1)
 
     @staticmethod
     def values(token_accuracy: Tensor, exact: Tensor, halt_logits: Tensor, steps: Tensor) -> dict[str, Tensor]:
@@ -76,9 +86,11 @@ class PuzzleMetrics(nn.Module):
             "steps": steps.float(),
         }
 
-    def update(self, token_accuracy: Tensor, exact: Tensor, halt_logits: Tensor, steps: Tensor) -> None:
-        """Add a batch of finished examples (all tensors [B'])."""
-        for name, value in self.values(token_accuracy, exact, halt_logits, steps).items():
+    def update(self, token_accuracy: Tensor, exact: Tensor, halt_logits: Tensor, steps: Tensor, labels: Tensor) -> None:
+        """Add a batch of finished examples (tensors [B'], labels [B', L]); rows without a valid label are skipped."""
+        counted = self.labelled(labels)
+        values = self.values(token_accuracy[counted], exact[counted], halt_logits[counted], steps[counted])
+        for name, value in values.items():
             self.metrics[name].update(value)
 
 
@@ -98,6 +110,9 @@ class RecursiveReasoner(L.LightningModule):
             every slot has halted (manual optimisation; gradient accumulation is not supported there).
         test_time: Test-time compute for validation, test and prediction (depth, early exit, voting over the data
             module's puzzle symmetries, latent noise, selection); None is one plain pass.
+        ensemble: Further checkpoints (files, or directories of `LateCheckpoints` files) that validate, test and
+            predict run beside this model under `test_time`, all answers voting together; `{stage}/
+            oracle_majority_exact` then scores Augmented HRM's per-checkpoint majority. Not used while fitting.
     """
 
     def __init__(
@@ -110,6 +125,7 @@ class RecursiveReasoner(L.LightningModule):
         num_puzzle_ids: int = 1,
         supervision_schedule: Literal["carry", "batch"] = "carry",
         test_time: TestTimeOptions | None = None,
+        ensemble: list[str] | None = None,
     ) -> None:
         super().__init__()
         if supervision_schedule not in ("carry", "batch"):
@@ -128,6 +144,8 @@ class RecursiveReasoner(L.LightningModule):
         if isinstance(test_time, dict):
             test_time = TestTimeOptions(**test_time)
         self.test_time = test_time
+        self.ensemble = list(ensemble or [])  # like test_time, not saved: how a run evaluates
+        self._ensemble_members: list[RecursiveReasoner] | None = None
         self.strategy = strategy if strategy is not None else TRM()
         self.network_config = network if network is not None else NetworkConfig()
         self.optim_config = optim if optim is not None else OptimConfig()
@@ -146,6 +164,7 @@ class RecursiveReasoner(L.LightningModule):
         # The sparse puzzle table is synchronised by SignSGD itself (summed sparse gradients), never by DDP.
         self._ddp_params_and_buffers_to_ignore = self.live_parameter_names()
         self.carry: Carry | None = None
+        self.last_segment: SegmentOutput | None = None  # the last training segment's output, detached (for callbacks)
         self._checkpoint_progress: Progress | None = None
         self._resume_state: dict[str, Any] | None = None  # carry and RNG states of a checkpoint, until training starts
         self._carry_restored = False
@@ -154,6 +173,10 @@ class RecursiveReasoner(L.LightningModule):
         self.variants = self.strategy.evaluation_variants()
         self.variant_metrics = nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in ("val", "test") for name in self.variants}
+        )
+        self.test_time_metrics = nn.ModuleDict(  # exact accuracies beside the selection, over labelled rows
+            {f"{stage}_{name}": MeanMetric() for stage in ("val", "test")
+             for name in ("oracle_majority_exact", "exact_accuracy_label_free")}
         )
         self._evaluators: dict[str, Any] = {}  # the data module's task evaluators (a plain dict: not submodules)
 
@@ -309,9 +332,16 @@ class RecursiveReasoner(L.LightningModule):
         out = strategy.run_segment(self.net, carry, progress, training=True)
         loss = strategy.loss(self.net, carry, out, progress, slot_mask=slot_mask)
         carry = strategy.advance(carry, out, training=True)
+        self.last_segment = SegmentOutput(out.y.detach(), out.z.detach(), out.logits.detach(),
+                                          out.halt_logits.detach(), out.continue_logits.detach())
 
-        finished = carry.halted if slot_mask is None else carry.halted & slot_mask
-        if finished.any():  # metrics over the examples that finished in this step, as the reference reports them
+        # metrics over the examples that finished in this step and have a label, as the reference reports them;
+        # train/finished counts them (a step with none logs no means, and loggers then repeat the last ones)
+        finished = carry.halted & PuzzleMetrics.labelled(carry.batch["labels"])
+        if slot_mask is not None:
+            finished = finished & slot_mask
+        self.log("train/finished", finished.sum().float(), on_step=True, on_epoch=False)
+        if finished.any():
             values = PuzzleMetrics.values(
                 loss.token_accuracy[finished], loss.exact[finished], out.halt_logits[finished].detach(),
                 carry.steps[finished],
@@ -416,32 +446,77 @@ class RecursiveReasoner(L.LightningModule):
         make = getattr(datamodule, "puzzle_format", None)
         return make() if make is not None else None
 
+    def _fitting(self) -> bool:
+        return self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+
+    def _uses_test_time(self) -> bool:
+        """Whether evaluation goes through `solve_ensemble`: non-plain test-time options or ensemble checkpoints."""
+        plain = self.test_time is None or self.test_time.is_plain
+        return not plain or (bool(self.ensemble) and not self._fitting())
+
+    def _members(self) -> list[RecursiveReasoner]:
+        """The `ensemble` checkpoints, loaded once onto this model's device; plain attributes, never submodules."""
+        if self._ensemble_members is None:
+            from recursive_reasoning.callbacks import late_checkpoints
+            from recursive_reasoning.solve import load_solver
+
+            own = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+            paths = [p for entry in self.ensemble
+                     for p in (late_checkpoints(entry) if Path(entry).is_dir() else [Path(entry)])]
+            paths = [p for p in paths if own is None or p.resolve() != Path(own).resolve()]
+            fmt = self._puzzle_format()
+            members = []
+            for path in paths:
+                member, member_fmt = load_solver(path, str(self.device))
+                if fmt is not None and member_fmt.describe() != fmt.describe():
+                    raise ValueError(f"ensemble checkpoint {path} solves {member_fmt.describe()}, but the data module "
+                                     f"gives {fmt.describe()}; ensemble checkpoints of the same task only")
+                try:
+                    self._check_shapes(member.hparams)
+                except ValueError as err:
+                    raise ValueError(f"ensemble checkpoint {path}: {err}") from None
+                members.append(member)
+            self._ensemble_members = members
+        return self._ensemble_members
+
     def _solve_with_test_time(self, batch: Batch) -> Solution:
-        assert self.test_time is not None
-        return solve_with_options(self.net, self.strategy, batch, self.progress(), self.test_time, self._puzzle_format())
+        options = self.test_time if self.test_time is not None else TestTimeOptions()
+        members = [(self.net, self.strategy, self.progress())]
+        if not self._fitting():
+            members += [(m.net, m.strategy, m.progress()) for m in self._members()]
+        return solve_ensemble(members, batch, options, self._puzzle_format())
 
     def _test_time_step(self, batch: Batch, metrics: PuzzleMetrics, stage: str) -> None:
         """Evaluation under `test_time`: exact accuracy of the selected answers, steps used, steps run per puzzle,
-        and beside a rule-checker selection the label-free vote's exact accuracy."""
+        beside a rule-checker selection the label-free vote's exact accuracy, and with a Q head the oracle
+        `oracle_majority_exact` (Augmented HRM: per checkpoint a strict majority of correct confident passes)."""
         solution = self._solve_with_test_time(batch)
         labels, size = batch["labels"], batch["inputs"].shape[0]
         valid = labels != IGNORE_LABEL_ID
         exact = ((solution.predictions == labels) | ~valid).all(-1)
         token_acc = ((solution.predictions == labels) & valid).sum(-1) / valid.sum(-1).clamp(min=1)
         halt = torch.nan_to_num(solution.confidence - 0.5, nan=-1.0)  # sign of the q_halt logit
-        metrics.update(token_acc, exact, halt, solution.steps)
+        metrics.update(token_acc, exact, halt, solution.steps, labels)
         evaluator = self._evaluators.get(stage)
         if evaluator is not None:
             evaluator.update(batch, solution.predictions, halt)
         for name, metric in metrics.metrics.items():
             self.log(f"{stage}/{name}", metric, on_epoch=True, batch_size=size, prog_bar=name == "exact_accuracy")
         self.log(f"{stage}/steps_run_per_puzzle", solution.steps_run / size, on_epoch=True, batch_size=size)
-        if self.test_time.selection == "checker":
-            label_free = ((solution.label_free == labels) | ~valid).all(-1).float().mean()
-            self.log(f"{stage}/exact_accuracy_label_free", label_free, on_epoch=True, batch_size=size)
+        labelled = PuzzleMetrics.labelled(labels)
+        beside: dict[str, Tensor] = {}
+        if solution.confident is not None:
+            correct = ((solution.answers == labels) | ~valid).all(-1)  # [M, N, B]
+            beside["oracle_majority_exact"] = oracle_majority(correct, solution.confident)
+        if self.test_time is not None and self.test_time.selection == "checker":
+            beside["exact_accuracy_label_free"] = ((solution.label_free == labels) | ~valid).all(-1)
+        for name, solved in beside.items():
+            metric = self.test_time_metrics[f"{stage}_{name}"]
+            metric.update(solved[labelled].float())
+            self.log(f"{stage}/{name}", metric, on_epoch=True, batch_size=size)
 
     def _evaluation_step(self, batch: Batch, metrics: PuzzleMetrics, stage: str) -> None:
-        if self.test_time is not None and not self.test_time.is_plain:
+        if self._uses_test_time():
             self._test_time_step(batch, metrics, stage)
             return
         result = self.solve(batch)
@@ -449,7 +524,7 @@ class RecursiveReasoner(L.LightningModule):
         if evaluator is not None:
             evaluator.update(batch, result["logits"].argmax(-1), result["halt_logits"])
         per_seq, exact, token_acc = sequence_loss(result["logits"], batch["labels"], self.strategy.loss_type)
-        metrics.update(token_acc, exact, result["halt_logits"], result["steps"])
+        metrics.update(token_acc, exact, result["halt_logits"], result["steps"], batch["labels"])
         size = batch["inputs"].shape[0]
         self.log(f"{stage}/lm_loss", per_seq.mean(), on_epoch=True, batch_size=size, sync_dist=True)
         for name, metric in metrics.metrics.items():
@@ -458,7 +533,7 @@ class RecursiveReasoner(L.LightningModule):
             logits = self.solve(batch, strategy=variant)["logits"]
             _, exact, _ = sequence_loss(logits, batch["labels"], variant.loss_type)
             metric = self.variant_metrics[f"{stage}_{name}"]
-            metric.update(exact.float())
+            metric.update(exact[PuzzleMetrics.labelled(batch["labels"])].float())
             self.log(f"{stage}/exact_accuracy@{name}", metric, on_epoch=True, batch_size=size)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -468,7 +543,7 @@ class RecursiveReasoner(L.LightningModule):
         self._evaluation_step(batch, self.test_metrics, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        if self.test_time is not None and not self.test_time.is_plain:
+        if self._uses_test_time():
             solution = self._solve_with_test_time(batch)
             return {"predictions": solution.predictions, "confidence": solution.confidence, "steps": solution.steps}
         result = self.solve(batch)
@@ -498,9 +573,7 @@ class RecursiveReasoner(L.LightningModule):
         total = self.progress().total
         if c.lr_min_ratio != 1.0 and total is None:
             raise ValueError("optim.lr_min_ratio < 1 (cosine decay) needs a known total: set trainer.max_steps.")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_lambda(step, c.warmup_steps, total, c.lr_min_ratio)
-        )
+        scheduler = reference_schedule(optimizer, c.warmup_steps, total, c.lr_min_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

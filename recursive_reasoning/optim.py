@@ -3,7 +3,8 @@
 :class:`AdamATan2` is a plain PyTorch version of the Adam-atan2 update used by the reference code (whose public
 package is a CUDA-only extension): Adam with the ``m / (sqrt(v) + eps)`` ratio replaced by ``atan2(m, sqrt(v))``,
 so there is no epsilon, and with decoupled weight decay. :func:`lr_lambda` is the multiplicative factor of the
-reference schedule: linear warmup from 0, then constant or cosine decay to a minimum ratio. :class:`SignSGD` trains
+reference schedule: linear warmup, then constant or cosine decay to a minimum ratio; :func:`reference_schedule` is
+the LR scheduler that gives the k-th update the reference's factor for step k. :class:`SignSGD` trains
 the sparse puzzle-embedding table (summing its gradient over ranks itself under DDP), :class:`OptimizerBundle` steps
 several optimisers as one, and :func:`clip_gradients` clips every gradient except those that SignSGD steps.
 """
@@ -120,10 +121,11 @@ class AdamATan2(torch.optim.Optimizer):
 
 
 def lr_lambda(step: int, warmup_steps: int, total_steps: int | None, min_ratio: float = 1.0) -> float:
-    """Learning-rate factor: linear warmup from 0, then cosine decay from 1 to ``min_ratio``.
+    """Learning-rate factor of the reference schedule: linear warmup, then cosine decay from 1 to ``min_ratio``.
 
     Args:
-        step: Current optimiser step (0-based).
+        step: The update's number, counted from 1 as the reference's ``train_state.step`` (incremented before the
+            rate is computed): the first update has factor ``1 / warmup_steps``, not 0.
         warmup_steps: Number of warmup steps; the factor is ``step / max(1, warmup_steps)`` before it ends.
         total_steps: Total number of steps; the cosine reaches ``min_ratio`` there and stays. May be None only
             when ``min_ratio == 1.0`` (constant after warmup).
@@ -146,6 +148,26 @@ def lr_lambda(step: int, warmup_steps: int, total_steps: int | None, min_ratio: 
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def reference_schedule(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int | None, min_ratio: float = 1.0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR``, stepped after every update, under which update k (k = 1, 2, ...) runs at ``lr_lambda(k)``.
+
+    The scheduler's count is the number of updates done, one less than the reference's step of the next update, so
+    a bare ``LambdaLR(optimizer, lr_lambda)`` would run one step behind (the first update at lr 0).
+
+    Args:
+        optimizer: The optimiser (e.g. an OptimizerBundle) whose groups' base rates are scaled.
+        warmup_steps, total_steps, min_ratio: As for :func:`lr_lambda`.
+
+    Raises:
+        ValueError: If ``total_steps`` is None while ``min_ratio != 1.0``.
+    """
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda done: lr_lambda(done + 1, warmup_steps, total_steps, min_ratio)
+    )
 
 
 class SignSGD(torch.optim.Optimizer):

@@ -25,7 +25,14 @@ import numpy as np
 import torch
 
 from datamodules.formats import Puzzle, PuzzleFormat, format_from_description
-from recursive_reasoning.inference import EarlyExit, Selection, Solution, TestTimeOptions, solve_ensemble
+from recursive_reasoning.inference import (
+    EarlyExit,
+    Perturbations,
+    Selection,
+    Solution,
+    TestTimeOptions,
+    solve_ensemble,
+)
 from recursive_reasoning.module import RecursiveReasoner
 
 __all__ = ["load_ensemble", "load_solver", "main", "solve_puzzles", "write_trace"]
@@ -210,10 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--early_exit", choices=get_args(EarlyExit), default=defaults.early_exit)
     parser.add_argument("--settle_k", type=int, default=defaults.settle_k)
     parser.add_argument("--copies", type=int, default=defaults.copies, help="transformed copies to vote over")
+    parser.add_argument("--perturbations", choices=get_args(Perturbations), default=defaults.perturbations,
+                        help="the copies: random symmetries, or Augmented HRM's (Sudoku digit shifts, maze S/G swap)")
     parser.add_argument("--samples", type=int, default=defaults.samples, help="trajectories per copy")
     parser.add_argument("--noise", type=float, default=defaults.noise, help="latent noise sigma")
     parser.add_argument("--selection", choices=get_args(Selection), default=defaults.selection)
-    parser.add_argument("--confidence", type=float, default=defaults.confidence)
+    parser.add_argument("--confidence", type=float, default=defaults.confidence,
+                        help="confident_vote: sigmoid(q_halt) threshold (default: the strategy's own halting rule)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     return parser
 
@@ -223,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         options = TestTimeOptions(steps=args.steps, early_exit=args.early_exit, settle_k=args.settle_k,
-                                  copies=args.copies, samples=args.samples, noise=args.noise,
+                                  copies=args.copies, perturbations=args.perturbations,
+                                  samples=args.samples, noise=args.noise,
                                   selection=args.selection, confidence=args.confidence, seed=args.seed)
         models, fmt = load_ensemble(args.ckpt_path, args.device)
         puzzles = fmt.read_file(args.file) if args.file else fmt.parse(args.puzzle)

@@ -297,17 +297,28 @@ class RecursionStrategy(ABC):
         A step is one supervision segment here; `steps` runs that many instead of N_sup (test-time depth scaling).
         Test-time options (traces, early exit on settled answers, latent noise) are built on this.
         """
+        for out in self.evaluation_segments(net, batch, progress, steps):
+            yield out.logits, out.halt_logits
+
+    @torch.no_grad()
+    def evaluation_segments(
+        self, net: ReasoningNetwork, batch: Batch, progress: Progress, steps: int | None = None
+    ) -> Iterator[SegmentOutput]:
+        """The segments behind `reasoning_steps`, whole: test-time code with a Q head (`has_halt_head`) reads them to
+        ask `halt_signal`, the method's own halting rule, where a step halts. A method with a Q head whose
+        `reasoning_steps` is its own overrides this too."""
         carry = self.refresh(net, self.initial_carry(net, batch), batch)
         for _ in range(self.supervision_steps if steps is None else steps):
             out = self.run_segment(net, carry, progress, training=False)
             carry = self.advance(carry, out, training=False)
-            yield out.logits, out.halt_logits
+            yield out
 
     # --- halting -----------------------------------------------------------------------------------------------
 
     @abstractmethod
     def halt_signal(self, out: SegmentOutput) -> Tensor:
-        """The method's own halting rule [B] bool, used in training and by early exit at evaluation."""
+        """The method's own halting rule [B] bool: training, early exit at evaluation, and test-time early exit and
+        confidence (through `evaluation_segments`)."""
 
     def advance(self, carry: Carry, out: SegmentOutput, training: bool) -> Carry:
         """Count the segment, decide which slots halt, and detach the states for the next segment."""

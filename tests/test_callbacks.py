@@ -1,5 +1,5 @@
-"""The EMA callback: live parameters (the puzzle table) stay current in validation, checkpoints and resumed runs;
-the late checkpoints of an ensemble."""
+"""The EMA callback: the reference's averaging rule, live parameters (the puzzle table) and buffers stay current in
+validation, checkpoints and resumed runs; the late checkpoints of an ensemble."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 from torch import Tensor, nn
 
@@ -132,21 +132,56 @@ def test_resume_restores_the_live_table_and_the_averages(tmp_path: Path) -> None
     assert int(ema._average_model.n_averaged) == int(saved["averaging_state"]["n_averaged"]) + 2
 
 
-def test_ema_without_live_parameters_matches_the_lightning_callback(tmp_path: Path) -> None:
-    states = []
-    for callback in (EMAWeightAveraging(decay=0.5), EMA(decay=0.5)):
-        torch.manual_seed(0)
-        model = BoringModel()
-        trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False,
-                            enable_model_summary=False, limit_val_batches=1, num_sanity_val_steps=0,
-                            default_root_dir=tmp_path / type(callback).__name__, callbacks=[callback])
-        trainer.fit(model)
-        path = tmp_path / f"{type(callback).__name__}.ckpt"
-        trainer.save_checkpoint(path)
-        checkpoint = torch.load(path, weights_only=False)
-        states.append((model.state_dict(), checkpoint["state_dict"], checkpoint["current_model_state"]))
-    for parent, ours in zip(*states):
-        assert_tensors_equal(ours, parent, "EMA without live parameters")
+class CountingModel(BoringModel):
+    """BoringModel with a buffer that every training step changes: the EMA must use it live, never average it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("counter", torch.zeros(()))
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        self.counter += 1
+        return super().training_step(batch, batch_idx)
+
+
+class Weights(L.Callback):
+    """The module's parameters at the start of training and after every optimiser step."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Tensor]] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seen = [snapshot(dict(pl_module.named_parameters()))]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seen.append(snapshot(dict(pl_module.named_parameters())))
+
+
+@pytest.mark.parametrize("start", [None, 2])
+def test_ema_follows_the_reference_rule_from_the_initial_weights(tmp_path: Path, start: int | None) -> None:
+    """The reference EMAHelper: the average is registered before the first averaged update (not copied after it, as
+    EMAWeightAveraging does), then average <- decay * average + (1 - decay) * weight; buffers stay live."""
+    torch.manual_seed(0)
+    model, decay, steps = CountingModel(), 0.5, 4
+    ema, weights = EMA(decay=decay, update_starting_at_step=start), Weights()
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=1, num_sanity_val_steps=0,
+                        default_root_dir=tmp_path, callbacks=[ema, weights])
+    trainer.fit(model)
+    first = start or 0
+    expected = weights.seen[first]
+    for step in weights.seen[first + 1:]:
+        expected = {name: decay * expected[name] + (1 - decay) * step[name] for name in expected}
+    assert not any(torch.equal(expected[name], weights.seen[-1][name]) for name in expected), "the rule is visible"
+    assert int(ema._average_model.n_averaged) == steps - first + 1, "registered once, then one update per step"
+    assert_tensors_equal(dict(model.named_parameters()), expected, "after training the module holds the average")
+    assert float(model.counter) == steps, "the buffer is the live one, not an average of its values"
+
+    path = tmp_path / "ema.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)["state_dict"]
+    assert_tensors_equal({name: state[name] for name in expected}, expected, "the checkpoint holds the average")
+    assert float(state["counter"]) == steps, "the checkpoint holds the live buffer"
 
 
 def test_unknown_live_parameter_name_is_rejected() -> None:

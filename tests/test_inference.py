@@ -24,9 +24,9 @@ def _answers(*steps: list[list[int]]) -> torch.Tensor:
 
 def test_exit_steps_for_each_rule() -> None:
     answers = _answers([[1, 1], [5, 5]], [[1, 2], [5, 5]], [[1, 2], [5, 5]], [[1, 2], [6, 5]])  # [4, 2, 2]
-    halt = torch.tensor([[-1.0, -1.0], [2.0, -1.0], [3.0, -2.0], [1.0, -3.0]])
-    assert exit_steps(answers, halt, "none", 2).tolist() == [3, 3]
-    assert exit_steps(answers, halt, "halt", 2).tolist() == [1, 3]  # never halting: the last step
+    halts = torch.tensor([[False, False], [True, False], [True, False], [True, False]])  # the strategy's decisions
+    assert exit_steps(answers, halts, "none", 2).tolist() == [3, 3]
+    assert exit_steps(answers, halts, "halt", 2).tolist() == [1, 3]  # never halting: the last step
     assert exit_steps(answers, None, "settled", 1).tolist() == [2, 1]
     assert exit_steps(answers, None, "settled", 2).tolist() == [3, 2]
     with pytest.raises(ValueError, match="needs a strategy with a Q head"):

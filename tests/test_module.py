@@ -136,3 +136,39 @@ def test_puzzle_table_at_arc_scale_gets_a_sparse_gradient_and_sparse_update() ->
     optimizer.step()
     moved = (table.detach() != before).any(dim=1).nonzero().flatten().tolist()
     assert moved == [3, 500_000, 999_999]
+
+
+def test_metrics_count_only_rows_with_a_label(tmp_path: Path) -> None:
+    """A padding row (no valid label) counts as exactly right by the loss's rule; the metrics leave it out in training
+    and in evaluation, as both reference codes do, instead of averaging it in."""
+    torch.manual_seed(0)
+    model = RecursiveReasoner(TRM(cycles=1, latent_steps=1, supervision_steps=2, halt_exploration=0.0), NETWORK,
+                              OptimConfig(lr=0.0, warmup_steps=0), vocab_size=6, seq_len=16)
+    with torch.no_grad():
+        model.net.q_head.bias.fill_(5.0)  # every slot halts after its first training segment: q_halt > 0
+    batch = {"inputs": torch.randint(1, 6, (4, 16)), "labels": torch.randint(2, 6, (4, 16)),
+             "puzzle_ids": torch.zeros(4, dtype=torch.long)}
+    batch["labels"][2:] = -100
+    loader = torch.utils.data.DataLoader([batch], batch_size=None)
+    trainer = tiny_trainer(tmp_path, max_steps=1, enable_checkpointing=False)
+    trainer.fit(model, loader)
+
+    def expected(preds: torch.Tensor) -> dict[str, float]:
+        correct = preds[:2] == batch["labels"][:2]
+        exact = correct.all(-1).float().mean().item()
+        return {"accuracy": correct.float().mean(-1).mean().item(), "exact_accuracy": exact}
+
+    logged = trainer.callback_metrics
+    assert logged["train/finished"].item() == 2, "the two halted padding rows are not counted"
+    train = expected(model.last_segment.logits.argmax(-1))
+    assert train["exact_accuracy"] < 1, "the labelled rows are wrong, so counting a padding row would show"
+    for name, value in train.items():
+        assert logged[f"train/{name}"].item() == pytest.approx(value, abs=1e-6), name
+    assert logged["train/q_halt_accuracy"].item() == pytest.approx(train["exact_accuracy"], abs=1e-6)  # q_halt > 0
+
+    evaluator = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                          default_root_dir=tmp_path / "val")
+    (val,) = evaluator.validate(model, loader, verbose=False)
+    evaluation = expected(model.solve(batch)["logits"].argmax(-1))
+    for name, value in evaluation.items():
+        assert val[f"val/{name}"] == pytest.approx(value, abs=1e-6), name

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from recursive_reasoning.optim import AdamATan2, OptimizerBundle, SignSGD, clip_gradients, lr_lambda
+from recursive_reasoning.optim import AdamATan2, OptimizerBundle, SignSGD, clip_gradients, lr_lambda, reference_schedule
 
 
 def _reference_steps(
@@ -155,17 +155,29 @@ def test_lr_lambda_requires_total_for_cosine() -> None:
         lr_lambda(0, 5, None, 0.0)
 
 
-def test_lr_lambda_with_lambda_lr_scheduler() -> None:
+def rates_used(warmup: int, total: int | None, ratio: float, updates: int) -> list[float]:
+    """The lr each of `updates` updates runs at under `reference_schedule`, stepped after each update."""
     p = torch.nn.Parameter(torch.zeros(1))
     opt = AdamATan2([p], lr=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, 4, None))
+    sched = reference_schedule(opt, warmup, total, ratio)
     lrs = []
-    for _ in range(6):
+    for _ in range(updates):
         lrs.append(opt.param_groups[0]["lr"])
         p.grad = torch.ones(1)
         opt.step()
         sched.step()
-    assert lrs == pytest.approx([0.0, 2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4])
+    return lrs
+
+
+def test_reference_schedule_gives_update_k_the_rate_of_step_k() -> None:
+    """The reference counts the update before computing its rate: the first update is at 1/warmup of the peak."""
+    assert rates_used(4, None, 1.0, 6) == pytest.approx([2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4, 1e-4], rel=0, abs=1e-18)
+    # the trajectory test vectors' schedule (parity README, training settings): warmup 3, 16 steps, cosine to 0.1
+    lrs = rates_used(3, 16, 0.1, 16)
+    assert lrs[:3] == pytest.approx([1e-4 / 3, 2e-4 / 3, 1e-4], rel=1e-15)
+    assert lrs[3] == pytest.approx(1e-4 * (0.1 + 0.45 * (1 + math.cos(math.pi / 13))), rel=1e-15)
+    assert lrs[-1] == pytest.approx(1e-5, rel=1e-15)
+    assert rates_used(0, 10, 0.0, 1) == pytest.approx([1e-4 * 0.5 * (1 + math.cos(math.pi / 10))], rel=1e-15)
 
 
 # --- SignSGD ---------------------------------------------------------------------------------------------------

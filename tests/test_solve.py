@@ -136,3 +136,14 @@ def test_several_checkpoints_vote_as_an_ensemble(checkpoint: Path, tmp_path: Pat
     both = json.loads(out)
     assert both["options"] == "single pass ensemble=2" and both["answer"] == single["answer"]
     assert both["agreement"] == 1.0
+
+
+def test_reference_perturbations_are_selectable_and_bounded(checkpoint: Path, capsys) -> None:
+    puzzle = puzzle_strings(1)[0]
+    status, out, _ = run(["--ckpt_path", str(checkpoint), "--puzzle", puzzle, "--json", "--copies", "4",
+                          "--perturbations", "reference", "--selection", "confident_vote"], capsys)
+    assert status == 0
+    assert json.loads(out)["options"] == "copies=4 perturbations=reference selection=confident_vote"
+    status, _, err = run(["--ckpt_path", str(checkpoint), "--puzzle", puzzle, "--copies", "5",
+                          "--perturbations", "reference"], capsys)
+    assert status == 2 and "has 4 cyclic digit shifts" in err
