@@ -156,8 +156,9 @@ def module_call_flops(module: ReasoningModule, positions: int, width: int) -> in
 
 
 def head_flops(net: ReasoningNetwork) -> int:
-    """lm_head over the L answer positions and q_head on the first position, one example."""
-    return linear_flops(net.lm_head, net.seq_len) + linear_flops(net.q_head, 1)
+    """lm_head over the L answer positions and q_head (when the network has one) on the first position, one example."""
+    halt = linear_flops(net.q_head, 1) if net.q_head is not None else 0
+    return linear_flops(net.lm_head, net.seq_len) + halt
 
 
 def call_flops(net: ReasoningNetwork) -> int:

@@ -1,8 +1,13 @@
-"""`rr import`: turn a checkpoint of the public TRM / HRM code into an rr checkpoint.
+"""`rr import`: turn a checkpoint of the public TRM / HRM / RSM code into an rr checkpoint.
 
     rr import --source checkpoints/<project>/<run>/step_65104 --config checkpoints/<project>/<run>/all_config.yaml \\
         --seq_len 81 --output trm_sudoku.ckpt --puzzle_format sudoku
     rr import --source step_65104 --output trm.ckpt --method trm --H_cycles 3 --L_cycles 6 --halt_max_steps 16
+    rr import --source ckpt_step_1000.pth --output rsm.ckpt --H_cycles 8 --L_cycles 12
+
+RSM (navidivan/rsm) saves a dict whose `model_state` holds `model.core.layers.0...` (its LossHead, no torch.compile),
+with the run's config under `config`, which supplies the settings when no --config is given. RSM has no Q head and
+ties its output head to the token embedding; its H_cycles / L_cycles become the strategy's evaluation depth.
 
 The reference training script saves `torch.save(model.state_dict())` of its torch.compile'd loss head, so the names
 read `_orig_mod.model.inner.L_level.layers.0.self_attn.qkv_proj.weight` (`model.inner.` without compile, `inner.` for
@@ -43,26 +48,31 @@ from recursive_reasoning.interop import (
     read_reference_layout,
 )
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from strategies import HRM, TRM, RecursionStrategy
+from strategies import HRM, RSM, TRM, RecursionStrategy
 
 __all__ = [
     "build_parser",
     "convert_reference_checkpoint",
     "import_checkpoint",
+    "load_reference_checkpoint",
     "load_reference_state_dict",
     "main",
     "read_reference_config",
 ]
 
-METHODS: dict[str, type[RecursionStrategy]] = {"trm": TRM, "hrm": HRM}
+METHODS: dict[str, type[RecursionStrategy]] = {"trm": TRM, "hrm": HRM, "rsm": RSM}
 PUZZLE_FORMATS = ("sudoku", "maze")
-_MODEL_MODULES = {"trm": "trm", "hrm": "hrm", "hrm_act_v1": "hrm"}  # arch.name modules of the reference models
+_MODEL_MODULES = {"trm": "trm", "hrm": "hrm", "hrm_act_v1": "hrm", "rsm": "rsm"}  # arch.name modules of the models
 _LOSS_TYPES = {"stablemax_cross_entropy": "stablemax", "softmax_cross_entropy": "softmax", "stablemax": "stablemax",
                "softmax": "softmax"}
 _RECURSION = {
     "H_cycles": "outer cycles per segment, TRM T / HRM H",
     "L_cycles": "latent updates per cycle, TRM n / HRM L",
     "halt_max_steps": "supervision segments N_sup",
+}
+_RSM_RECURSION = {
+    "H_cycles": "outer steps at evaluation (RSM H)",
+    "L_cycles": "latent updates per outer step (RSM L)",
 }
 # all_config.yaml top-level training settings -> OptimConfig fields (betas come from beta1 / beta2).
 _OPTIM = {"lr": "lr", "weight_decay": "weight_decay", "lr_warmup_steps": "warmup_steps",
@@ -71,7 +81,18 @@ _OPTIM = {"lr": "lr", "weight_decay": "weight_decay", "lr_warmup_steps": "warmup
 
 
 def load_reference_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a reference checkpoint file (a plain state dict; a dict holding one under 'state_dict' too).
+    """The tensors of a reference checkpoint file (a plain state dict; a dict holding one under 'state_dict' or, as
+    RSM saves it, 'model_state').
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is not a PyTorch file of tensors, or is already an rr checkpoint.
+    """
+    return load_reference_checkpoint(path)[0]
+
+
+def load_reference_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors of a reference checkpoint file and the run settings saved beside them (RSM's `config`; else {}).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -87,14 +108,18 @@ def load_reference_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise ValueError(f"{path} is not a PyTorch checkpoint readable as tensors ({reason})") from None
     if isinstance(data, Mapping) and "hyper_parameters" in data and "state_dict" in data:
         raise ValueError(f"{path} is already an rr checkpoint (it has hyper_parameters); there is nothing to import")
+    settings: dict[str, Any] = {}
     if isinstance(data, Mapping) and data and not all(isinstance(v, Tensor) for v in data.values()):
-        data = data.get("state_dict")
+        if isinstance(data.get("config"), Mapping):
+            settings = _settings_of(data["config"], f"the config saved in {path}")
+        data = data.get("state_dict", data.get("model_state"))
     if not isinstance(data, Mapping) or not data or not all(isinstance(v, Tensor) for v in data.values()):
         raise ValueError(
             f"{path} holds no state dict of tensors; expected the file the reference's pretrain.py writes "
-            "(torch.save(model.state_dict()), e.g. checkpoints/<project>/<run>/step_<N>)"
+            "(torch.save(model.state_dict()), e.g. checkpoints/<project>/<run>/step_<N>; RSM: a dict with "
+            "'model_state')"
         )
-    return {str(k): v for k, v in data.items()}
+    return {str(k): v for k, v in data.items()}, settings
 
 
 def _resolve_interpolations(settings: dict[str, Any], scope: Mapping[str, Any]) -> None:
@@ -129,20 +154,30 @@ def read_reference_config(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
                          f"{err}") from None
     if isinstance(data, dict):
-        arch = data.get("arch")
-        settings = {k: v for k, v in data.items() if k != "arch"}
-        if isinstance(arch, dict):
-            settings.update(arch)
-        _resolve_interpolations(settings, settings)
-        loss = settings.get("loss")
-        if isinstance(loss, dict) and "loss_type" in loss:
-            settings.setdefault("loss_type", loss["loss_type"])
-        return settings
+        return _settings_of(data, f"config {path}")
     raise ValueError(f"config {path} is not a mapping of settings (expected all_config.yaml or arch kwargs)")
 
 
+def _settings_of(data: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """A run config's `arch:` section merged over its top-level training settings; `arch.loss.loss_type` becomes
+    `loss_type`. `what` names the config in errors."""
+    arch = data.get("arch")
+    settings = {str(k): v for k, v in data.items() if k != "arch"}
+    if isinstance(arch, Mapping):
+        settings.update(arch)
+    try:
+        _resolve_interpolations(settings, settings)
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
+    loss = settings.get("loss")
+    if isinstance(loss, Mapping) and "loss_type" in loss:
+        settings.setdefault("loss_type", loss["loss_type"])
+    return settings
+
+
 def _method_of_name(name: Any) -> str | None:
-    """'trm' / 'hrm' from the config's model name ('recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1').
+    """'trm' / 'hrm' / 'rsm' from the config's model name ('recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1',
+    'recursive_reasoning.rsm@RSM').
 
     Raises:
         ValueError: For another model of the reference repositories (e.g. trm_singlez): its weights may carry the
@@ -153,8 +188,9 @@ def _method_of_name(name: Any) -> str | None:
     module = name.split("@")[0].rsplit(".", 1)[-1]
     if module not in _MODEL_MODULES:
         raise ValueError(
-            f"the config's model {name!r} is not the reference TRM or HRM (recursive_reasoning.trm@..., "
-            "recursive_reasoning.hrm@... or sapientinc's hrm.hrm_act_v1@...); other variants cannot be imported"
+            f"the config's model {name!r} is not the reference TRM, HRM or RSM (recursive_reasoning.trm@..., "
+            "recursive_reasoning.hrm@..., sapientinc's hrm.hrm_act_v1@... or recursive_reasoning.rsm@RSM); other "
+            "variants cannot be imported"
         )
     return _MODEL_MODULES[module]
 
@@ -186,18 +222,20 @@ def convert_reference_checkpoint(
     Args:
         state_dict: Reference tensors under reference names (checkpoint prefixes allowed).
         settings: Reference settings (`read_reference_config`, flags): the recursion (H_cycles, L_cycles,
-            halt_max_steps, halt_exploration_prob, loss_type), what the weights cannot show (seq_len, num_heads,
-            pos_encodings, puzzle_emb_len) and optionally the optimiser settings of all_config.yaml (lr, beta1, ...).
-        method: 'trm' or 'hrm' to check against the weights (None: read from them).
+            halt_max_steps, halt_exploration_prob, RSM's prob_detach_prev_H, loss_type), what the weights cannot show
+            (seq_len, num_heads, pos_encodings, puzzle_emb_len) and optionally the optimiser settings of
+            all_config.yaml (lr, beta1, ...).
+        method: 'trm', 'hrm' or 'rsm' to check against the weights (None: read from them).
         puzzle_format: 'sudoku' or 'maze' to record what the model solves (for `rr solve`).
 
     Raises:
-        ValueError: If the tensors are not a reference TRM/HRM model, settings are missing (all named at once) or
+        ValueError: If the tensors are not a reference TRM/HRM/RSM model, settings are missing (all named at once) or
             contradict the weights.
     """
     layout = read_reference_layout(state_dict)
-    found = "hrm" if layout.hierarchical else "trm"
-    shape = "two stacks (H_level and L_level)" if layout.hierarchical else "one shared stack (L_level only)"
+    found = layout.method
+    shape = {"hrm": "two stacks (H_level and L_level)", "trm": "one shared stack (L_level only) and a Q head",
+             "rsm": "one shared stack (core), no Q head and a tied output head"}[found]
     if method is not None and method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if method is not None and method != found:
@@ -207,7 +245,8 @@ def convert_reference_checkpoint(
         raise ValueError(f"the config describes {settings['name']!r} ({named.upper()}), but the checkpoint has "
                          f"{shape}: it is a {found.upper()} checkpoint; use the config of the run that wrote it")
 
-    missing = {k: why for k, why in _RECURSION.items() if settings.get(k) is None}
+    recursion = _RSM_RECURSION if found == "rsm" else _RECURSION
+    missing = {k: why for k, why in recursion.items() if settings.get(k) is None}
     try:
         config = infer_reference_config(layout, settings)
     except MissingReferenceSettings as err:
@@ -219,13 +258,19 @@ def convert_reference_checkpoint(
     loss_type = settings.get("loss_type", "stablemax_cross_entropy")
     if loss_type not in _LOSS_TYPES:
         raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {', '.join(_LOSS_TYPES)}")
-    strategy = METHODS[found](
-        cycles=int(config["H_cycles"]),
-        latent_steps=int(config["L_cycles"]),
-        supervision_steps=int(config["halt_max_steps"]),
-        halt_exploration=float(config.get("halt_exploration_prob", 0.1)),
-        loss_type=_LOSS_TYPES[loss_type],
-    )
+    strategy: RecursionStrategy
+    if found == "rsm":
+        outer, latent = int(config["H_cycles"]), int(config["L_cycles"])
+        strategy = RSM(h_schedule=[(0.0, max(2, outer))], l_schedule=[(0.0, latent)], h_test=outer, l_test=latent,
+                       p_detach=float(config.get("prob_detach_prev_H", 0.5)), loss_type=_LOSS_TYPES[loss_type])
+    else:
+        strategy = METHODS[found](
+            cycles=int(config["H_cycles"]),
+            latent_steps=int(config["L_cycles"]),
+            supervision_steps=int(config["halt_max_steps"]),
+            halt_exploration=float(config.get("halt_exploration_prob", 0.1)),
+            loss_type=_LOSS_TYPES[loss_type],
+        )
     optim = {field: settings[key] for key, field in _OPTIM.items() if settings.get(key) is not None}
     if settings.get("beta1") is not None and settings.get("beta2") is not None:
         optim["betas"] = (float(settings["beta1"]), float(settings["beta2"]))
@@ -238,8 +283,11 @@ def convert_reference_checkpoint(
     )
     load_reference_weights(model.net, state_dict)
 
-    defaults = {"rms_norm_eps": config["rms_norm_eps"], "halt_exploration_prob": strategy.halt_exploration,
-                "loss_type": loss_type}
+    defaults = {"rms_norm_eps": config["rms_norm_eps"], "loss_type": loss_type}
+    if isinstance(strategy, RSM):
+        defaults["prob_detach_prev_H"] = strategy.p_detach
+    else:
+        defaults["halt_exploration_prob"] = strategy.halt_exploration
     if network.positions == "rope":
         defaults["rope_theta"] = config["rope_theta"]
     if not layout.hierarchical and layout.puzzle_emb_ndim and not (
@@ -278,7 +326,7 @@ def import_checkpoint(
         source: The reference training checkpoint (`step_<N>`) or any file of a reference state dict.
         output: Where to write the rr checkpoint.
         config: The run's `all_config.yaml`, or a YAML / JSON of the model's constructor kwargs.
-        method: 'trm' or 'hrm', checked against the weights (None: read from them).
+        method: 'trm', 'hrm' or 'rsm', checked against the weights (None: read from them).
         overrides: Reference settings that replace the config's (None values are ignored).
         puzzle_format: 'sudoku' or 'maze': record what the model solves, for `rr solve`.
         force: Replace an existing output.
@@ -298,9 +346,10 @@ def import_checkpoint(
         raise ValueError(f"{output} is a directory; give the checkpoint's file name")
     if output.exists() and not force:
         raise FileExistsError(f"{output} already exists; pass --force to overwrite it")
-    settings = read_reference_config(config) if config is not None else {}
+    state_dict, settings = load_reference_checkpoint(source)  # RSM saves its run config inside: the base
+    if config is not None:
+        settings.update(read_reference_config(config))
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    state_dict = load_reference_state_dict(source)
     checkpoint = convert_reference_checkpoint(state_dict, settings, method, puzzle_format)
     AtomicCheckpointIO().save_checkpoint(checkpoint, output)
     return checkpoint
@@ -329,14 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The `rr import` argument parser."""
     parser = argparse.ArgumentParser(
         prog="rr import",
-        description="Convert a checkpoint of the public TRM / HRM code (torch.save(model.state_dict()), names "
-        "'_orig_mod.model.inner...') into an rr checkpoint. The weights give the architecture; --config (the run's "
-        "all_config.yaml) or the flags below give the recursion and what the weights do not show.",
+        description="Convert a checkpoint of the public TRM / HRM / RSM code (torch.save(model.state_dict()), names "
+        "'_orig_mod.model.inner...'; RSM's dict with 'model_state', names 'model.core...') into an rr checkpoint. "
+        "The weights give the architecture; --config (the run's all_config.yaml; RSM's checkpoint holds its own) or "
+        "the flags below give the recursion and what the weights do not show.",
     )
     parser.add_argument("--source", required=True, help="reference checkpoint file (e.g. .../step_65104)")
     parser.add_argument("--output", required=True, help="rr checkpoint to write (e.g. trm_sudoku.ckpt)")
     parser.add_argument("--config", help="the run's all_config.yaml, or a YAML / JSON of the model's arch kwargs")
-    parser.add_argument("--method", choices=sorted(METHODS), help="trm or hrm; read from the weights when omitted")
+    parser.add_argument("--method", choices=sorted(METHODS), help="trm, hrm or rsm; read from the weights when omitted")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     parser.add_argument("--puzzle_format", choices=PUZZLE_FORMATS,
                         help="record what the model solves (square grids of seq_len cells) so rr solve can use it")
@@ -347,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="supervision segments N_sup")
     group.add_argument("--halt_exploration_prob", "--halt_exploration", dest="halt_exploration_prob", type=float,
                        help="halting exploration probability (training only; default 0.1)")
+    group.add_argument("--prob_detach_prev_H", "--p_detach", dest="prob_detach_prev_H", type=float,
+                       help="RSM: probability of the one-step gradient window (training only; default 0.5)")
     group.add_argument("--loss_type", choices=sorted(_LOSS_TYPES), help="token loss (default stablemax)")
     group.add_argument("--seq_len", type=int, help="puzzle tokens per example (81 Sudoku 9x9, 900 Maze 30x30 / ARC)")
     group.add_argument("--num_heads", type=int, help="attention heads (not shown by the weights)")
@@ -360,8 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `rr import`; returns the exit status (errors are printed, not raised)."""
     args = build_parser().parse_args(argv)
-    names = ("H_cycles", "L_cycles", "halt_max_steps", "halt_exploration_prob", "loss_type", "seq_len", "num_heads",
-             "pos_encodings", "puzzle_emb_len", "expansion")
+    names = ("H_cycles", "L_cycles", "halt_max_steps", "halt_exploration_prob", "prob_detach_prev_H", "loss_type",
+             "seq_len", "num_heads", "pos_encodings", "puzzle_emb_len", "expansion")
     try:
         checkpoint = import_checkpoint(
             args.source, args.output, args.config, args.method, {name: getattr(args, name) for name in names},

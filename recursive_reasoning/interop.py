@@ -1,8 +1,10 @@
-"""Mapping between the public TRM/HRM reference code's weights and ours.
+"""Mapping between the public TRM/HRM/RSM reference code's weights and ours.
 
 The reference (SamsungSAILMontreal/TinyRecursiveModels, sapientinc/HRM) names its tensors `inner.L_level.layers.0.
 self_attn.qkv_proj.weight` and so on; training checkpoints add `_orig_mod.` (torch.compile) and `model.`
-(ACTLossHead) in front. Fused QKV and gate/up layouts are the same as ours, so every tensor maps one-to-one.
+(ACTLossHead) in front. RSM (navidivan/rsm) has one shared stack `core.layers.{i}.*` with the same per-layer names, no
+`inner.`, no Q head, and an output head tied to the token embedding (`lm_head.weight` is `embed_tokens.
+embedding_weight`). Fused QKV and gate/up layouts are the same as ours, so every tensor maps one-to-one.
 
 `read_reference_layout` reads what the tensors themselves say about the model (width, vocabulary, layers, mixer,
 puzzle table, ...) and `infer_reference_config` completes a reference constructor config from that plus the settings
@@ -44,7 +46,8 @@ _TOP_LEVEL = {
     "puzzle_emb.weights": "puzzle_embedding.weight",
 }
 
-_LAYER_KEY = re.compile(r"^(L_level|H_level)\.layers\.(\d+)\.(.+)$")
+_LAYER_KEY = re.compile(r"^(L_level|H_level|core)\.layers\.(\d+)\.(.+)$")
+_TIED = ("embed_tokens.embedding_weight", "lm_head.weight")  # one Parameter in RSM
 
 
 def strip_wrappers(key: str) -> str:
@@ -63,7 +66,7 @@ def reference_key_to_ours(key: str, shared: bool) -> str:
 
     Args:
         key: A reference name, with or without checkpoint prefixes.
-        shared: Whether our network uses one module for both updates (TRM) or two (HRM).
+        shared: Whether our network uses one module for both updates (TRM, RSM) or two (HRM).
 
     Raises:
         KeyError: If the name is not one the reference models produce.
@@ -78,7 +81,7 @@ def reference_key_to_ours(key: str, shared: bool) -> str:
             raise KeyError(f"{key!r} belongs to a separate answer module, but the target network is shared (TRM).")
         module = "answer_module" if level == "H_level" else "latent_module"
         return f"{module}.blocks.{index}.{_LAYER_PARTS[part]}"
-    raise KeyError(f"{key!r} is not a tensor name of the reference TRM/HRM models.")
+    raise KeyError(f"{key!r} is not a tensor name of the reference TRM/HRM/RSM models.")
 
 
 def convert_reference_state_dict(state_dict: dict[str, Tensor], shared: bool) -> dict[str, Tensor]:
@@ -94,9 +97,12 @@ def network_config_from_reference(config: dict[str, Any], model_class: str) -> t
         model_class: The reference class name, e.g. 'recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1'.
     """
     is_hrm = "hrm" in model_class.lower() or "Hierarchical" in model_class
+    is_rsm = "rsm" in model_class.lower()
     hidden = config["hidden_size"]
     emb_dim = config.get("puzzle_emb_ndim", 0)
-    if "puzzle_emb_len" in config and config["puzzle_emb_len"] and not is_hrm:  # HRM always uses ceil(ndim / D)
+    if is_rsm and config.get("puzzle_emb_len", TRM_DEFAULT_PUZZLE_EMB_LEN):  # RSM: default 16, 0 = ceil(ndim / D)
+        prefix = config.get("puzzle_emb_len", TRM_DEFAULT_PUZZLE_EMB_LEN)
+    elif "puzzle_emb_len" in config and config["puzzle_emb_len"] and not is_hrm:  # HRM always uses ceil(ndim / D)
         prefix = config["puzzle_emb_len"]
     else:
         prefix = -(-emb_dim // hidden) if emb_dim else 0
@@ -118,14 +124,29 @@ def network_config_from_reference(config: dict[str, Any], model_class: str) -> t
         puzzle_emb_dim=emb_dim or None,
         rms_norm_eps=config.get("rms_norm_eps", 1e-5),
         rope_theta=config.get("rope_theta", 10000.0),
+        # RSM's block norms the token mixer's output over channels, ties its output head and has no Q head.
+        token_mlp_norm="channels" if is_rsm else "positions",
+        tie_embeddings=is_rsm,
+        halt_head=not is_rsm,
     )
     return net, config["vocab_size"], config["seq_len"], config["num_puzzle_identifiers"]
 
 
 def load_reference_weights(network: torch.nn.Module, state_dict: dict[str, Tensor]) -> None:
-    """Load reference weights into a `ReasoningNetwork` (strict: every tensor on both sides must match)."""
+    """Load reference weights into a `ReasoningNetwork` (strict: every tensor on both sides must match).
+
+    A network with `tie_embeddings` takes one matrix for its token embedding and output head, so the reference's two
+    must be equal (RSM saves the same tensor under both names).
+    """
     shared = getattr(network, "answer_module", None) is None
     converted = convert_reference_state_dict(state_dict, shared)
+    if getattr(network, "config", None) is not None and network.config.tie_embeddings:
+        embedding, head = (converted.get(name) for name in ("token_embedding.weight", "lm_head.weight"))
+        if embedding is not None and head is not None and not torch.equal(embedding, head):
+            raise ValueError(
+                "the network ties its output head to the token embedding (tie_embeddings), but the reference's "
+                "lm_head.weight and embed_tokens.embedding_weight differ; build it with tie_embeddings=False."
+            )
     ours = network.state_dict()
     wrong = [
         f"{name} {list(value.shape)} (ours {list(ours[name].shape)})"
@@ -148,6 +169,7 @@ def load_reference_weights(network: torch.nn.Module, state_dict: dict[str, Tenso
 # --- reading a reference checkpoint ---------------------------------------------------------------------------------
 
 _REQUIRED = ("H_init", "L_init", "embed_tokens.embedding_weight", "lm_head.weight", "q_head.weight", "q_head.bias")
+_RSM_REQUIRED = ("H_init", "L_init", "embed_tokens.embedding_weight", "lm_head.weight")
 _MIXER_PARTS = {
     "attention": ("self_attn.qkv_proj.weight", "self_attn.o_proj.weight"),
     "mlp": ("mlp_t.gate_up_proj.weight", "mlp_t.down_proj.weight"),
@@ -157,7 +179,7 @@ TRM_DEFAULT_PUZZLE_EMB_LEN = 16  # `puzzle_emb_len` default of the reference TRM
 
 
 def is_reference_key(key: str) -> bool:
-    """Whether a tensor name (with or without checkpoint prefixes) is one the reference TRM/HRM models produce."""
+    """Whether a tensor name (with or without checkpoint prefixes) is one the reference TRM/HRM/RSM models produce."""
     name = strip_wrappers(key)
     match = _LAYER_KEY.match(name)
     return name in _TOP_LEVEL or bool(match and match.group(3) in _LAYER_PARTS)
@@ -172,12 +194,13 @@ class ReferenceLayout:
         vocab_size: Rows of the token embedding.
         num_puzzle_identifiers: Rows of the puzzle-embedding table (1 when there is none).
         puzzle_emb_ndim: Width of the puzzle-embedding table (0 when there is none).
-        L_layers: Blocks in `L_level`.
-        H_layers: Blocks in `H_level`; 0 for TRM (one shared stack).
+        L_layers: Blocks in `L_level` (RSM: in `core`).
+        H_layers: Blocks in `H_level`; 0 for TRM and RSM (one shared stack).
         mlp_t: Token-MLP mixing (`mlp_t`) instead of self-attention.
         num_positions: Positions S = seq_len + prefix, when a tensor shows it (token mixer or learned table).
         learned_positions: Whether the model has a learned position table (`embed_pos`).
         swiglu_widths: (input width, inner width) of every kind of SwiGLU, to recover the expansion factor.
+        rsm: The RSM layout: one `core` stack, no Q head, output head tied to the token embedding.
     """
 
     hidden_size: int
@@ -190,11 +213,17 @@ class ReferenceLayout:
     num_positions: int | None
     learned_positions: bool
     swiglu_widths: tuple[tuple[int, int], ...]
+    rsm: bool = False
 
     @property
     def hierarchical(self) -> bool:
-        """Two stacks (`H_level` and `L_level`): HRM. One: TRM."""
+        """Two stacks (`H_level` and `L_level`): HRM. One: TRM or RSM."""
         return self.H_layers > 0
+
+    @property
+    def method(self) -> str:
+        """'trm', 'hrm' or 'rsm': the reference model these tensors belong to."""
+        return "rsm" if self.rsm else "hrm" if self.hierarchical else "trm"
 
 
 def _examples(keys: list[str], limit: int = 4) -> str:
@@ -206,7 +235,8 @@ def read_reference_layout(state_dict: Mapping[str, Any]) -> ReferenceLayout:
     """Read the architecture of a reference (training-checkpoint or model) state dict from its tensors.
 
     Raises:
-        ValueError: If the names are not those of the reference TRM/HRM models, or tensors are missing or inconsistent.
+        ValueError: If the names are not those of the reference TRM/HRM/RSM models, or tensors are missing or
+            inconsistent.
     """
     keys = [str(k) for k in state_dict]
     if not keys or not all(isinstance(v, Tensor) for v in state_dict.values()):
@@ -221,16 +251,20 @@ def read_reference_layout(state_dict: Mapping[str, Any]) -> ReferenceLayout:
             k.startswith("net.") for k in keys
         ) else ""
         raise ValueError(
-            f"not a checkpoint of the reference TRM/HRM code: none of its {len(keys)} tensor names is a reference "
+            f"not a checkpoint of the reference TRM/HRM/RSM code: none of its {len(keys)} tensor names is a reference "
             f"name (it has {_examples(keys)}; expected names like "
             f"'_orig_mod.model.inner.L_level.layers.0.mlp.gate_up_proj.weight').{hint}"
         )
     if unknown:
         raise ValueError(
-            f"tensor names the reference TRM/HRM models do not have: {_examples(unknown)}. The checkpoint comes from "
-            "a different or modified architecture; only the plain TRM and HRM layouts can be imported."
+            f"tensor names the reference TRM/HRM/RSM models do not have: {_examples(unknown)}. The checkpoint comes "
+            "from a different or modified architecture; only the plain TRM, HRM and RSM layouts can be imported."
         )
-    missing = [name for name in _REQUIRED if name not in tensors]
+    rsm = any(name.startswith("core.") for name in tensors)
+    if rsm and any(name.startswith(("L_level.", "H_level.", "q_head.")) for name in tensors):
+        raise ValueError("inconsistent reference checkpoint: it has RSM's 'core' stack and TRM/HRM tensors "
+                         "(L_level, H_level or q_head); the file mixes several models.")
+    missing = [name for name in (_RSM_REQUIRED if rsm else _REQUIRED) if name not in tensors]
     if missing:
         raise ValueError(f"incomplete reference checkpoint: no {', '.join(missing)}.")
 
@@ -240,19 +274,25 @@ def read_reference_layout(state_dict: Mapping[str, Any]) -> ReferenceLayout:
         "H_init": (hidden,), "L_init": (hidden,), "embed_tokens.embedding_weight": (vocab, hidden),
         "lm_head.weight": (vocab, hidden), "q_head.weight": (2, hidden), "q_head.bias": (2,),
     }
+    if rsm:
+        expected = {name: shape for name, shape in expected.items() if not name.startswith("q_head")}
     for name, shape in expected.items():
         if tuple(tensors[name].shape) != shape:
             raise ValueError(f"inconsistent reference checkpoint: {name} has shape {list(tensors[name].shape)}, "
                              f"expected {list(shape)} for hidden size {hidden} and vocabulary {vocab}.")
+    if rsm and not torch.equal(*(tensors[name] for name in _TIED)):
+        raise ValueError("inconsistent reference checkpoint: RSM ties lm_head.weight to embed_tokens.embedding_weight, "
+                         "but the two tensors differ; the file comes from a modified RSM.")
 
-    layers: dict[str, dict[int, set[str]]] = {"L_level": {}, "H_level": {}}
+    main = "core" if rsm else "L_level"
+    layers: dict[str, dict[int, set[str]]] = {"L_level": {}, "H_level": {}, "core": {}}
     for name in tensors:
         match = _LAYER_KEY.match(name)
         if match:
             level, index, part = match.groups()
             layers[level].setdefault(int(index), set()).add(part)
-    if not layers["L_level"]:
-        raise ValueError("incomplete reference checkpoint: no L_level layers.")
+    if not layers[main]:
+        raise ValueError(f"incomplete reference checkpoint: no {main} layers.")
     mixers = set()
     for level, blocks in layers.items():
         if blocks and sorted(blocks) != list(range(len(blocks))):
@@ -267,7 +307,7 @@ def read_reference_layout(state_dict: Mapping[str, Any]) -> ReferenceLayout:
     mlp_t = mixers == {"mlp"}
 
     def weight(part: str) -> Tensor:
-        return tensors[f"L_level.layers.0.{part}"]
+        return tensors[f"{main}.layers.0.{part}"]
 
     widths = [(hidden, weight("mlp.gate_up_proj.weight").shape[0] // 2)]
     num_positions = None
@@ -287,12 +327,13 @@ def read_reference_layout(state_dict: Mapping[str, Any]) -> ReferenceLayout:
         vocab_size=vocab,
         num_puzzle_identifiers=table.shape[0] if table is not None else 1,
         puzzle_emb_ndim=table.shape[1] if table is not None else 0,
-        L_layers=len(layers["L_level"]),
+        L_layers=len(layers[main]),
         H_layers=len(layers["H_level"]),
         mlp_t=mlp_t,
         num_positions=num_positions,
         learned_positions=learned,
         swiglu_widths=tuple(widths),
+        rsm=rsm,
     )
 
 
@@ -319,7 +360,7 @@ def _fit_expansion(given: float | None, widths: tuple[tuple[int, int], ...]) -> 
     raise ValueError(f"no expansion factor reproduces the checkpoint's SwiGLU widths ({shown}).")
 
 
-_RECURSION_KEYS = ("H_cycles", "L_cycles", "halt_max_steps", "halt_exploration_prob")
+_RECURSION_KEYS = ("H_cycles", "L_cycles", "halt_max_steps", "halt_exploration_prob", "prob_detach_prev_H")
 
 
 def infer_reference_config(layout: ReferenceLayout, given: Mapping[str, Any]) -> dict[str, Any]:

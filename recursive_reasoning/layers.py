@@ -16,6 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 Mixer = Literal["attention", "mlp"]
 Positions = Literal["rope", "learned", "none"]
+TokenMLPNorm = Literal["positions", "channels"]
 AttentionBackend = Literal["auto", "math", "flash", "efficient", "cudnn"]
 ATTENTION_BACKENDS: dict[str, SDPBackend | None] = {
     "auto": None,
@@ -206,7 +207,8 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Post-norm block: h = norm(h + mix(h)); h = norm(h + swiglu(h)).
 
-    With token-MLP mixing the first norm is taken over the position axis, as in the reference `mlp_t` block.
+    With token-MLP mixing the first norm is taken over the position axis (`token_mlp_norm='positions'`, TRM's `mlp_t`
+    block) or over channels (`'channels'`, RSM's block, which adds the mixer output back in [B, S, D] layout).
     """
 
     def __init__(
@@ -219,10 +221,16 @@ class Block(nn.Module):
         eps: float,
         rotary: RotaryEmbedding | None,
         attention_backend: str = "auto",
+        token_mlp_norm: TokenMLPNorm = "positions",
     ) -> None:
         super().__init__()
+        if token_mlp_norm not in ("positions", "channels"):
+            raise ValueError(
+                f"unknown token_mlp_norm {token_mlp_norm!r}; choose 'positions' (TRM) or 'channels' (RSM)."
+            )
         self.eps = eps
         self.mixer_kind = mixer
+        self.norm_over_positions = token_mlp_norm == "positions"
         if mixer == "attention":
             self.mix: nn.Module = Attention(width, num_heads, rotary, attention_backend)
         elif mixer == "mlp":
@@ -232,9 +240,11 @@ class Block(nn.Module):
         self.mlp = SwiGLU(width, expansion)
 
     def forward(self, h: Tensor) -> Tensor:
-        if self.mixer_kind == "mlp":
+        if self.mixer_kind == "mlp" and self.norm_over_positions:
             t = h.transpose(1, 2)  # [B, D, S]
             h = residual_rms_norm(t, self.mix(t), self.eps).transpose(1, 2)  # token mixing; norm over positions
+        elif self.mixer_kind == "mlp":
+            h = residual_rms_norm(h, self.mix(h.transpose(1, 2)).transpose(1, 2), self.eps)  # norm over channels
         else:
             h = residual_rms_norm(h, self.mix(h), self.eps)
         return residual_rms_norm(h, self.mlp(h), self.eps)

@@ -20,6 +20,7 @@ from recursive_reasoning.layers import (
     Positions,
     ReasoningModule,
     RotaryEmbedding,
+    TokenMLPNorm,
     lecun_linear,
     sdpa_backend,
     trunc_normal_,
@@ -88,6 +89,11 @@ class NetworkConfig:
             gradient mode) pay the compilation.
         attention_backend: SDPA kernel of the attention mixer: 'auto' (PyTorch picks), 'math', 'flash', 'efficient'
             or 'cudnn'. A kernel the device, dtype or shapes cannot run raises at the first attention call.
+        token_mlp_norm: Axis of the norm after token-MLP mixing: 'positions' (TRM's `mlp_t` block) or 'channels'
+            (RSM's block).
+        tie_embeddings: The output head reuses the token-embedding matrix (one parameter, the embedding's init), as
+            RSM does.
+        halt_head: Build the Q head (halt / continue logits); without it (RSM) `halt_logits` returns zeros.
     """
 
     hidden_size: int = 512
@@ -104,6 +110,9 @@ class NetworkConfig:
     rope_theta: float = 10000.0
     compile: bool = False
     attention_backend: AttentionBackend = "auto"
+    token_mlp_norm: TokenMLPNorm = "positions"
+    tie_embeddings: bool = False
+    halt_head: bool = True
 
 
 class ReasoningNetwork(nn.Module):
@@ -157,7 +166,7 @@ class ReasoningNetwork(nn.Module):
             return ReasoningModule(
                 [
                     Block(D, self.num_positions, c.mixer, c.num_heads, c.expansion, c.rms_norm_eps, rotary,
-                          c.attention_backend)
+                          c.attention_backend, c.token_mlp_norm)
                     for _ in range(layers)
                 ]
             )
@@ -166,10 +175,14 @@ class ReasoningNetwork(nn.Module):
         self.answer_module = None if c.shared else stack(c.answer_layers or c.num_layers)
 
         self.lm_head = lecun_linear(D, vocab_size)
-        self.q_head = nn.Linear(D, 2, bias=True)
-        with torch.no_grad():
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5.0)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.token_embedding.weight  # one Parameter; the embedding's init survives
+        self.q_head: nn.Linear | None = None
+        if c.halt_head:
+            self.q_head = nn.Linear(D, 2, bias=True)
+            with torch.no_grad():
+                self.q_head.weight.zero_()
+                self.q_head.bias.fill_(-5.0)
 
         self.register_buffer("y_init", trunc_normal_(torch.empty(D), std=1.0))
         self.register_buffer("z_init", trunc_normal_(torch.empty(D), std=1.0))
@@ -233,10 +246,13 @@ class ReasoningNetwork(nn.Module):
         return self.lm_head(y[:, self.prefix_len :]).float()
 
     def halt_logits(self, y: Tensor) -> Tensor:
-        """Halt and continue logits [B, 2] in fp32 from the answer state's first position."""
+        """Halt and continue logits [B, 2] in fp32 from the answer state's first position; zeros without a Q head."""
+        if self.q_head is None:
+            return torch.zeros(y.shape[0], 2, dtype=torch.float32, device=y.device)
         return self.q_head(y[:, 0]).float()
 
     def num_parameters(self, include_puzzle_embedding: bool = False) -> int:
-        """Trainable parameters; the puzzle-embedding table is left out by default, as the papers count."""
+        """Trainable parameters (a tied matrix once); the puzzle-embedding table is left out by default, as the
+        papers count."""
         skip = set() if include_puzzle_embedding or not self.prefix_len else {id(self.puzzle_embedding.weight)}
         return sum(p.numel() for p in self.parameters() if id(p) not in skip)

@@ -28,13 +28,19 @@ from strategies.base import Batch, Carry, Progress, RecursionStrategy, SegmentOu
 
 Schedule = list[tuple[float, int]]
 
-# Sudoku recipe: (H, L) from (2, 2) to (8, 12); evenly spaced milestones over the first 94% of training, so the last
-# 6% runs at full depth. H: 2..8 every 0.94 / 6; L: 2..12 every 0.094.
-SUDOKU_H_SCHEDULE: Schedule = [(round(0.94 * i / 6, 4), 2 + i) for i in range(7)]
-SUDOKU_L_SCHEDULE: Schedule = [(round(0.094 * i, 4), 2 + i) for i in range(11)]
-# Maze recipe: H 2 -> 9 (milestones every 0.94 / 7), L 2 -> 5 (every 0.94 / 3), the same last 6% at full depth.
-MAZE_H_SCHEDULE: Schedule = [(round(0.94 * i / 7, 4), 2 + i) for i in range(8)]
-MAZE_L_SCHEDULE: Schedule = [(round(0.94 * i / 3, 4), 2 + i) for i in range(4)]
+
+def from_percents(start: int, percents: list[float]) -> Schedule:
+    """A schedule from a start depth and the reference's growth milestones (percent of training, +1 each)."""
+    return [(0.0, start)] + [(round(p / 100.0, 6), start + i + 1) for i, p in enumerate(percents)]
+
+
+# The RSM README's curricula (navidivan/rsm README.md, "Sudoku-Extreme" and "Maze-Hard" commands): from
+# H_cycles = L_cycles = 2, +1 at each of curriculum_milestones (H) and curriculum_L_milestones (L), in percent of the
+# total steps. Sudoku: (2, 2) -> (8, 12); Maze: H 2 -> 9, L 2 -> 5.
+SUDOKU_H_SCHEDULE: Schedule = from_percents(2, [20.1, 40.1, 55.1, 65.1, 75.1, 85.1])
+SUDOKU_L_SCHEDULE: Schedule = from_percents(2, [30.1, 50.1, 70.1, 80.1, 84.1, 86.1, 88.1, 90.1, 92.1, 94.1])
+MAZE_H_SCHEDULE: Schedule = from_percents(2, [20.1, 40.1, 55.1, 65.1, 75.1, 85.1, 95.1])
+MAZE_L_SCHEDULE: Schedule = from_percents(2, [30.1, 50.1, 70.1])
 
 
 def _schedule(name: str, schedule: Schedule | None, default: Schedule, minimum: int) -> Schedule:
@@ -52,9 +58,14 @@ def _schedule(name: str, schedule: Schedule | None, default: Schedule, minimum: 
     return milestones
 
 
-def _at(schedule: Schedule, fraction: float) -> int:
-    """The depth of the last milestone whose fraction is <= `fraction`."""
-    return [d for f, d in schedule if f <= fraction][-1]
+def _at(schedule: Schedule, step: int, total: int) -> int:
+    """The depth of the last milestone reached at `step` of `total`: (step / total) * 100 >= 100 * fraction.
+
+    The comparison is the reference's own (pretrain.py, get_target_H / get_target_L: percent of the total steps,
+    reached when >=), in percent, so a milestone given as 20.1% switches at exactly the same step.
+    """
+    percent = (step / max(1, total)) * 100.0
+    return [d for f, d in schedule if percent >= round(f * 100.0, 9)][-1]
 
 
 def settle_signals(answers: Tensor, settle_k: int) -> tuple[Tensor, Tensor]:
@@ -88,16 +99,25 @@ def sudoku_rule_checker(tokens: Tensor) -> Tensor:
 class RSM(RecursionStrategy):
     """Recursive Stem Model: H detached outer steps, gradient through the last (and stochastically the penultimate).
 
+    Depth milestones follow the reference (navidivan/rsm pretrain.py, get_target_H / get_target_L): the optimiser
+    step being taken, counted from 1, as a percent of the total steps; a milestone counts once that percent is >= its
+    own. In-training evaluation after s steps runs at the depth of step s (eval_depth 'current'), as the reference's
+    evaluate() does with its active H and L.
+
     Args:
         h_schedule: Outer-step milestones [(fraction of training, H), ...] starting at fraction 0.0, every H >= 2;
-            None gives the Sudoku recipe, H = 2..8 at fractions 0, 0.1567, ..., 0.94.
-        l_schedule: Latent-update milestones [(fraction, L), ...] starting at 0.0; None gives the Sudoku recipe,
-            L = 2..12 at fractions 0, 0.094, ..., 0.94.
+            None gives the RSM README's Sudoku curriculum, H = 2..8 at 0, 20.1, 40.1, 55.1, 65.1, 75.1, 85.1%.
+        l_schedule: Latent-update milestones [(fraction, L), ...] starting at 0.0; None gives the Sudoku curriculum,
+            L = 2..12 at 0, 30.1, 50.1, 70.1, 80.1, 84.1, 86.1, 88.1, 90.1, 92.1, 94.1%.
         p_detach: Probability that the penultimate answer update is detached too (1.0: only the last outer step
             trains; 0.0: the gradient always reaches the penultimate answer update).
-        h_test: Outer steps at evaluation; None uses the final H of h_schedule.
-        l_test: Latent updates per outer step at evaluation; None uses the final L of l_schedule.
-        eval_depths: Extra evaluation depths H (at l_test); the module logs val/exact_accuracy@H{h} for each.
+        h_test: Outer steps at evaluation; None follows eval_depth. `trace` and test-time compute use h_test, or the
+            final H of h_schedule when None.
+        l_test: Latent updates per outer step at evaluation; None follows eval_depth (`trace`: the final L).
+        eval_depth: Depth of evaluation where h_test / l_test are None: 'current', the schedules' depth at the
+            progress reached (the reference; needs the planned total, which checkpoints save), or 'final', the last
+            milestones' depth.
+        eval_depths: Extra evaluation depths H; the module logs val/exact_accuracy@H{h} for each (L as l_test).
         settle_k: Outer steps without change after which `trace` calls an answer settled.
         loss_type: Token cross-entropy on the final answer: 'stablemax' or 'softmax'.
     """
@@ -109,6 +129,7 @@ class RSM(RecursionStrategy):
         p_detach: float = 0.5,
         h_test: int | None = None,
         l_test: int | None = None,
+        eval_depth: Literal["current", "final"] = "current",
         eval_depths: list[int] | None = None,
         settle_k: int = 3,
         loss_type: Literal["stablemax", "softmax"] = "stablemax",
@@ -124,11 +145,15 @@ class RSM(RecursionStrategy):
             raise ValueError(f"eval_depths must all be >= 1, got {eval_depths}.")
         if settle_k < 1:
             raise ValueError(f"settle_k must be >= 1, got {settle_k}.")
+        if eval_depth not in ("current", "final"):
+            raise ValueError(f"unknown eval_depth {eval_depth!r}; choose 'current' (the reference) or 'final'.")
         self.h_schedule = _schedule("h_schedule", h_schedule, SUDOKU_H_SCHEDULE, minimum=2)
         self.l_schedule = _schedule("l_schedule", l_schedule, SUDOKU_L_SCHEDULE, minimum=1)
         self.p_detach = p_detach
         self.h_test = h_test if h_test is not None else self.h_schedule[-1][1]
         self.l_test = l_test if l_test is not None else self.l_schedule[-1][1]
+        self.eval_depth = eval_depth
+        self._fixed_test = (h_test is not None, l_test is not None)
         self.eval_depths = [int(h) for h in eval_depths] if eval_depths is not None else []
         self.settle_k = settle_k
         self.last_penultimate_grad: bool | None = None  # the most recent stochastic-depth draw (training)
@@ -136,21 +161,42 @@ class RSM(RecursionStrategy):
     # --- depth -------------------------------------------------------------------------------------------------
 
     def depth(self, progress: Progress, training: bool) -> tuple[int, int]:
-        """(H, L): the schedules' milestones at `progress.fraction` in training, (h_test, l_test) at evaluation.
+        """(H, L) of a training step or an evaluation.
 
-        Constant schedules (one milestone each) need no total; growing ones raise `Progress.fraction`'s error when
-        the total number of training steps is unknown.
+        Training at `progress.step` steps taken runs the milestones of step progress.step + 1 (the reference counts
+        the step being taken from 1). Evaluation runs h_test / l_test where given; the others follow eval_depth:
+        'final' the last milestones, 'current' the milestones of progress.step, the steps taken. Constant schedules
+        need no total; growing ones raise when the total number of training steps is unknown.
         """
-        if not training:
+        if training:
+            outer, latent = self._scheduled(progress.step + 1, progress)
+            if outer < 2:
+                raise ValueError(
+                    f"RSM trains with H >= 2 outer steps (a detached warm-up and a final step), got {outer}."
+                )
+            return outer, latent
+        fixed_h, fixed_l = self._fixed_test
+        if self.eval_depth == "final" or (fixed_h and fixed_l):
             return self.h_test, self.l_test
+        if not progress.total and (len(self.h_schedule) > 1 or len(self.l_schedule) > 1):
+            raise ValueError(
+                "RSM(eval_depth='current') evaluates at the depth training reached, which needs the planned total of "
+                "training steps (trainer.max_steps, or a checkpoint saved by rr fit); set eval_depth: final, or h_test "
+                "and l_test, to evaluate at a fixed depth."
+            )
+        outer, latent = self._scheduled(progress.step, progress)
+        return (self.h_test if fixed_h else outer), (self.l_test if fixed_l else latent)
+
+    def _scheduled(self, step: int, progress: Progress) -> tuple[int, int]:
+        """The schedules' (H, L) at `step` of progress.total steps (no total needed for constant schedules)."""
         if len(self.h_schedule) == 1 and len(self.l_schedule) == 1:
-            outer, latent = self.h_schedule[0][1], self.l_schedule[0][1]
-        else:
-            fraction = progress.fraction
-            outer, latent = _at(self.h_schedule, fraction), _at(self.l_schedule, fraction)
-        if outer < 2:
-            raise ValueError(f"RSM trains with H >= 2 outer steps (a detached warm-up and a final step), got {outer}.")
-        return outer, latent
+            return self.h_schedule[0][1], self.l_schedule[0][1]
+        if not progress.total or progress.total <= 0:
+            raise ValueError(
+                "RSM's depth schedules grow over training and need the total number of training steps; set "
+                "trainer.max_steps (or a finite max_epochs with a sized data set)."
+            )
+        return _at(self.h_schedule, step, progress.total), _at(self.l_schedule, step, progress.total)
 
     # --- one segment -------------------------------------------------------------------------------------------
 
@@ -163,7 +209,9 @@ class RSM(RecursionStrategy):
                 for _ in range(outer):
                     y, z = self.cycle(net, y, z, x, latent)
             return y, z
-        penultimate_grad = bool(torch.rand(()) >= self.p_detach)
+        outer = max(2, outer)  # the reference trains at H >= 2 (a detached warm-up and a final step)
+        # The reference's draw: one torch.rand(1) against p_detach, none at all when p_detach is 0.
+        penultimate_grad = self.p_detach <= 0.0 or not torch.rand(1).item() < self.p_detach
         self.last_penultimate_grad = penultimate_grad
         with torch.no_grad():
             for _ in range(outer - 2):
@@ -185,6 +233,7 @@ class RSM(RecursionStrategy):
         outer, latent = self.depth(progress, training)
         if not training:
             return outer * (latent + 1), 0
+        outer = max(2, outer)
         penultimate = self.last_penultimate_grad
         if penultimate is None:
             penultimate = self.p_detach == 0.0
@@ -199,7 +248,11 @@ class RSM(RecursionStrategy):
         return {}
 
     def unused_parameters(self, net: ReasoningNetwork) -> dict[str, str]:
-        return {name: "RSM has no Q head" for name, _ in net.q_head.named_parameters(prefix="q_head")}
+        """The Q head, when the network has one (RSM recipes build none: `halt_head: false`)."""
+        if net.q_head is None:
+            return {}
+        return {name: "RSM has no Q head; build the network with halt_head: false" for name, _ in
+                net.q_head.named_parameters(prefix="q_head")}
 
     def halt_signal(self, out: SegmentOutput) -> Tensor:
         """Never halts early: the single segment per example ends at the step limit."""

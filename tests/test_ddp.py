@@ -1,9 +1,10 @@
 """Data parallelism through Lightning DDP, and gradient accumulation with the ACT carry.
 
-Two CPU processes (gloo, spawned) with the same global batch train like one process: each rank's carry holds its
-contiguous slice of the single-process slots, with the same examples and step counters, and the mean of the ranks'
-losses is the single-process loss at every step (to float rounding: DDP sums gradients in another order). A
-checkpoint written by the two ranks holds the whole carry, so one process continues from it.
+Two CPU processes (gloo, spawned) with the same global batch train like one process, for every strategy (TRM with
+and without a puzzle table, HRM, CGAR, RSM) and both supervision schedules: each rank's carry holds its contiguous
+slice of the single-process slots, with the same examples and step counters, the mean of the ranks' losses is the
+single-process loss at every step and the final weights agree (to float rounding: DDP sums gradients in another
+order). A checkpoint written by the two ranks holds the whole carry, so one process continues from it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from datamodules import GeneratedSudoku
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
 from recursive_reasoning.network import NetworkConfig
-from strategies import TRM
+from strategies import CGAR, HRM, RSM, TRM
 
 STEPS = 6
 TESTS = Path(__file__).resolve().parent
@@ -37,6 +38,9 @@ class Record(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         carry = pl_module.carry
+        if carry is None:  # the batch schedule keeps no carry and returns no loss (manual optimisation)
+            self.steps[trainer.global_step] = {"inputs": batch["inputs"].clone()}
+            return
         self.steps[trainer.global_step] = {"loss": outputs["loss"].detach().clone(), "halted": carry.halted.clone(),
                                            "inputs": carry.batch["inputs"].clone(), "steps": carry.steps.clone()}
 
@@ -45,14 +49,42 @@ class Record(L.Callback):
         torch.save({"steps": self.steps, "seed": torch.initial_seed()}, self.directory / f"rank{trainer.global_rank}.pt")
 
 
-def tiny_model(supervision_steps: int = 3, warmup_steps: int = 2) -> RecursiveReasoner:
-    """TRM with a puzzle table (SignSGD's all-gather under DDP); no halt exploration, whose draws differ by rank."""
+# Every strategy without random draws that differ by rank (no halt exploration; RSM's p_detach 0 draws nothing).
+CASES = {
+    "trm_table": ("trm", "carry"),  # TRM with a puzzle table: SignSGD's all-gather under DDP
+    "trm": ("trm", "carry"),
+    "hrm": ("hrm", "carry"),
+    "cgar": ("cgar", "carry"),
+    "rsm": ("rsm", "carry"),
+    "trm_table_batch": ("trm", "batch"),
+    "hrm_batch": ("hrm", "batch"),
+    "rsm_batch": ("rsm", "batch"),
+}
+FAST = ("hrm_batch", "cgar", "rsm")  # with the TRM test below: every strategy and both schedules by default
+
+
+def tiny_model(supervision_steps: int = 3, warmup_steps: int = 2, case: str = "trm_table") -> RecursiveReasoner:
+    """A tiny model of `case` (CASES); the default is TRM with a puzzle table."""
     torch.manual_seed(0)
-    network = NetworkConfig(hidden_size=16, num_heads=2, num_layers=1, puzzle_emb_len=2)
+    method, schedule = CASES[case]
+    network = NetworkConfig(hidden_size=16, num_heads=2, num_layers=1, puzzle_emb_len=0 if case == "trm" else 2)
+    if method == "hrm":
+        network = NetworkConfig(hidden_size=16, num_heads=2, num_layers=1, shared=False, mixer="attention",
+                                positions="rope", puzzle_emb_len=1)
+    elif method == "rsm":  # the RSM recipes' network: channel norm, tied head, no Q head
+        network = NetworkConfig(hidden_size=16, num_heads=2, num_layers=1, puzzle_emb_len=2,
+                                token_mlp_norm="channels", tie_embeddings=True, halt_head=False)
     optim = OptimConfig(lr=1e-2, weight_decay=0.1, warmup_steps=warmup_steps, puzzle_emb_lr=1e-1,
                         puzzle_emb_weight_decay=0.1)
-    strategy = TRM(cycles=1, latent_steps=1, supervision_steps=supervision_steps, halt_exploration=0.0)
-    return RecursiveReasoner(strategy, network, optim, vocab_size=6, seq_len=16, num_puzzle_ids=3)
+    strategy = {
+        "trm": lambda: TRM(cycles=1, latent_steps=1, supervision_steps=supervision_steps, halt_exploration=0.0),
+        "hrm": lambda: HRM(cycles=1, latent_steps=1, supervision_steps=supervision_steps, halt_exploration=0.0),
+        "cgar": lambda: CGAR(cycles=2, latent_steps=2, stage_bounds=(0.5,), stage_depths=[(1, 1), (2, 2)],
+                             supervision_steps=supervision_steps, halt_exploration=0.0),
+        "rsm": lambda: RSM(h_schedule=[(0.0, 2), (0.5, 3)], l_schedule=[(0.0, 1)], p_detach=0.0),
+    }[method]()
+    return RecursiveReasoner(strategy, network, optim, vocab_size=6, seq_len=16, num_puzzle_ids=3,
+                             supervision_schedule=schedule)
 
 
 @pytest.fixture(scope="module")
@@ -84,48 +116,64 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 import test_ddp as T
 
-root, cache = Path(sys.argv[1]), sys.argv[2]
-model = T.tiny_model()
-checkpoints = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=3, save_top_k=-1)
-run = T.trainer(root, [T.Record(root), checkpoints], devices=2, strategy=DDPStrategy(process_group_backend="gloo"))
+root, cache, case = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+model = T.tiny_model(case=case)
+callbacks = [T.Record(root)]
+if case == "trm_table":
+    callbacks.append(ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=3, save_top_k=-1))
+run = T.trainer(root, callbacks, devices=2, strategy=DDPStrategy(process_group_backend="gloo"),
+                enable_checkpointing=case == "trm_table")
 run.fit(model, T.tiny_data(cache))
 if run.global_rank == 0:
     torch.save(model.state_dict(), root / "weights.pt")
 """
 
 
-def run_ddp(root: Path, cache: str) -> None:
+def run_ddp(root: Path, cache: str, case: str = "trm_table") -> None:
     """Two ranks through Lightning's `ddp` launcher (it starts rank 1 by running the same command again), as
     `rr fit --trainer.devices=2` would; in a subprocess, since the launcher would rerun pytest itself."""
     root.mkdir(parents=True)
     script = root / "ddp_run.py"
     script.write_text(DDP_SCRIPT)
     path = os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, str(script), str(root), cache], env={**os.environ, "PYTHONPATH": path},
+    done = subprocess.run([sys.executable, str(script), str(root), cache, case], env={**os.environ, "PYTHONPATH": path},
                           cwd=root, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
-@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
-def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path: Path, cache: str) -> None:
-    single_model = tiny_model()
+def check_ddp_trains_like_one_process(tmp_path: Path, cache: str, case: str) -> dict:
+    """Train `case` in one process and in two DDP ranks with the same global batch; check the carry slices, the
+    losses and the final weights agree, and return the single-process record."""
+    single_model = tiny_model(case=case)
     trainer(tmp_path / "single", [Record(tmp_path / "single")], devices=1).fit(single_model, tiny_data(cache))
     single = torch.load(tmp_path / "single" / "rank0.pt")
-    run_ddp(tmp_path / "ddp", cache)
+    run_ddp(tmp_path / "ddp", cache, case)
     ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in range(2)]
-    assert single["seed"] == ranks[0]["seed"] != ranks[1]["seed"]  # rank 1's exploration draws are its own
+    assert single["seed"] == ranks[0]["seed"] != ranks[1]["seed"]  # rank 1's random draws are its own
     single, ranks = single["steps"], [rank["steps"] for rank in ranks]
 
-    assert sorted(single) == list(range(1, STEPS + 1))
+    assert single and sorted(single) == sorted(ranks[0]) == sorted(ranks[1])
     for step, expected in single.items():
-        for key in ("inputs", "steps", "halted"):  # rank r holds slots [4r, 4r + 4) of the single-process carry
+        for key in set(expected) - {"loss"}:  # rank r holds slots [4r, 4r + 4) of the single-process carry
             assert torch.equal(torch.cat([rank[step][key] for rank in ranks]), expected[key]), f"{key}, step {step}"
-        mean = (ranks[0][step]["loss"] + ranks[1][step]["loss"]) / 2
-        torch.testing.assert_close(mean, expected["loss"], rtol=1e-5, atol=1e-6, msg=f"loss at step {step}")
+        if "loss" in expected:
+            mean = (ranks[0][step]["loss"] + ranks[1][step]["loss"]) / 2
+            torch.testing.assert_close(mean, expected["loss"], rtol=1e-5, atol=1e-6, msg=f"loss at step {step}")
     weights = torch.load(tmp_path / "ddp" / "weights.pt")
     for (name, a), b in zip(weights.items(), single_model.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{case}: {name}")
+    return single
 
+
+@pytest.mark.parametrize(
+    "case", [c if c in FAST else pytest.param(c, marks=pytest.mark.slow) for c in CASES if c != "trm_table"])
+def test_every_strategy_and_schedule_trains_under_ddp_like_one_process(tmp_path: Path, cache: str, case: str) -> None:
+    check_ddp_trains_like_one_process(tmp_path, cache, case)
+
+
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path: Path, cache: str) -> None:
+    single = check_ddp_trains_like_one_process(tmp_path, cache, "trm_table")
     (path,) = (tmp_path / "ddp" / "ckpt").glob("*step=3.ckpt")
     saved = torch.load(path, weights_only=True)
     assert saved["rr_carry"]["steps"].shape == (8,) and len(saved["rr_rng"]) == 2

@@ -12,12 +12,13 @@ import pytest
 import torch
 import yaml
 from conftest import require_shared
-from test_parity import ALL_VECTORS, check_evaluation_segments
+from test_parity import ALL_VECTORS, as_batch, assert_close, check_evaluation_segments
+from test_parity_rsm import RSM_VECTORS, check_loss_and_metrics
 
 from recursive_reasoning.cli import main
 from recursive_reasoning.module import RecursiveReasoner
 from recursive_reasoning.solve import load_solver
-from strategies import HRM, TRM
+from strategies import HRM, RSM, TRM, Progress
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -153,7 +154,7 @@ def test_refuses_a_state_dict_that_is_not_a_reference_checkpoint(tmp_path: Path,
     source = tmp_path / "other.pt"
     torch.save({"encoder.weight": torch.randn(4, 4), "decoder.bias": torch.randn(4)}, source)
     error = import_fails(capsys, "--source", str(source), "--output", str(tmp_path / "out.ckpt"))
-    assert "not a checkpoint of the reference TRM/HRM code" in error and "'encoder.weight'" in error
+    assert "not a checkpoint of the reference TRM/HRM/RSM code" in error and "'encoder.weight'" in error
     assert not (tmp_path / "out.ckpt").exists()
 
 
@@ -173,7 +174,7 @@ def test_refuses_a_modified_architecture(tmp_path: Path, capsys) -> None:
     state["_orig_mod.model.inner.L_level.layers.0.gate.weight"] = torch.zeros(2)
     error = import_fails(capsys, "--source", str(reference_checkpoint(tmp_path, "variant", state)),
                          "--output", str(tmp_path / "out.ckpt"))
-    assert "names the reference TRM/HRM models do not have" in error and "layers.0.gate.weight" in error
+    assert "names the reference TRM/HRM/RSM models do not have" in error and "layers.0.gate.weight" in error
 
 
 def test_missing_files_are_named(tmp_path: Path, capsys) -> None:
@@ -218,7 +219,78 @@ def test_config_or_method_contradicting_the_weights(tmp_path: Path, capsys) -> N
     assert "it is a TRM checkpoint" in error
     config = all_config(tmp_path, "trm_att_rope", name="recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1")
     error = import_fails(capsys, "--source", source, "--config", str(config), "--seq_len", "16", "--output", output)
-    assert "is not the reference TRM or HRM" in error
+    assert "is not the reference TRM, HRM or RSM" in error
     error = import_fails(capsys, "--source", source, "--config", str(all_config(tmp_path, "trm_att_rope")),
                          "--seq_len", "16", "--expansion", "16", "--output", output)
     assert "expansion 16.0 does not give the checkpoint's SwiGLU widths" in error
+
+
+def rsm_checkpoint(directory: Path, name: str, *, with_config: bool = True, **state_changes: torch.Tensor) -> Path:
+    """What RSM's pretrain.py saves: a dict with `model_state` (its LossHead's state dict, names `model.core...`, the
+    tied matrix under both names), the optimiser states, the step and the run's config (arch without the data's
+    seq_len / vocab_size / num_puzzle_identifiers)."""
+    v = vector(name)
+    state = {key: v["state_dict"][key.removeprefix("model.")] for key in v["checkpoint_key_names"]}
+    state.update({f"model.{key}": value for key, value in state_changes.items()})
+    arch = {k: val for k, val in v["config"].items() if k not in ("seq_len", "vocab_size", "num_puzzle_identifiers",
+                                                                   "batch_size")}
+    arch.update(name=v["model_class"], loss={"name": "losses@LossHead", "loss_type": "stablemax_cross_entropy"})
+    checkpoint = {"model_state": state, "optimizer_states": [], "step": 4, "active_H": 3, "active_L": 3}
+    if with_config:
+        checkpoint["config"] = {"arch": arch, "lr": 2e-4, "beta1": 0.9, "beta2": 0.95, "puzzle_emb_lr": 0.01}
+    path = directory / f"{name}_ckpt_step_4.pth"
+    torch.save(checkpoint, path)
+    return path
+
+
+def assert_rsm_reproduces_reference(path: Path, name: str) -> RecursiveReasoner:
+    """The imported RSM evaluates at the run's H and L exactly as the reference does at that depth."""
+    model = RecursiveReasoner.load_from_checkpoint(path, weights_only=True)
+    v, net, strategy = vector(name), model.net, model.strategy
+    assert isinstance(strategy, RSM) and (strategy.h_test, strategy.l_test) == (v["config"]["H_cycles"],
+                                                                                v["config"]["L_cycles"])
+    assert net.num_parameters() == v["num_params"] and net.q_head is None
+    assert net.lm_head.weight is net.token_embedding.weight
+    record = v["expected"]["eval"][strategy.h_test - 1]
+    batch = as_batch(v["batch"])
+    net.eval()
+    with torch.inference_mode():
+        carry = strategy.refresh(net, strategy.initial_carry(net, batch), batch)
+        out = strategy.run_segment(net, carry, Progress(0), training=False)
+        loss = strategy.loss(net, carry, out, Progress(0), training=False)
+    assert_close(out.y, record["z_H"], f"imported {name} z_H")
+    assert_close(out.logits, record["logits"], f"imported {name} logits")
+    assert torch.equal(out.logits.argmax(-1), record["preds"])
+    check_loss_and_metrics(record, carry, loss, f"imported {name}")
+    return model
+
+
+@pytest.mark.parametrize("name", RSM_VECTORS)
+def test_rsm_checkpoint_imports_with_its_saved_config(name: str, tmp_path: Path) -> None:
+    output = tmp_path / "rsm.ckpt"
+    seq_len = [] if vector(name)["config"]["mlp_t"] else ["--seq_len", "16"]  # attention does not show it
+    main(["import", "--source", str(rsm_checkpoint(tmp_path, name)), "--output", str(output), *seq_len])
+    model = assert_rsm_reproduces_reference(output, name)
+    assert model.strategy.p_detach == 0.5 and model.optim_config.lr == 2e-4
+    assert model.optim_config.betas == (0.9, 0.95)
+    hp = torch.load(output, weights_only=True)["hyper_parameters"]["network"]
+    assert (hp["token_mlp_norm"], hp["tie_embeddings"], hp["halt_head"]) == ("channels", True, False)
+
+
+def test_rsm_checkpoint_with_flags_only_and_errors(tmp_path: Path, capsys) -> None:
+    source, output = rsm_checkpoint(tmp_path, "rsm_mlpt_nopos", with_config=False), tmp_path / "rsm.ckpt"
+    error = import_fails(capsys, "--source", str(source), "--output", str(output))
+    assert "--H_cycles" in error and "--L_cycles" in error and "halt_max_steps" not in error
+    assert "it is a RSM checkpoint" in import_fails(capsys, "--source", str(source), "--output", str(output),
+                                                    "--method", "trm", "--H_cycles", "3", "--L_cycles", "3")
+    main(["import", "--source", str(source), "--output", str(output), "--H_cycles", "3", "--L_cycles", "3",
+          "--method", "rsm"])
+    assert_rsm_reproduces_reference(output, "rsm_mlpt_nopos")
+
+    weights = vector("rsm_mlpt_nopos")["state_dict"]
+    untied = rsm_checkpoint(tmp_path, "rsm_mlpt_nopos", **{"lm_head.weight": weights["lm_head.weight"] + 1})
+    error = import_fails(capsys, "--source", str(untied), "--output", str(tmp_path / "untied.ckpt"))
+    assert "RSM ties lm_head.weight to embed_tokens.embedding_weight" in error
+    mixed = rsm_checkpoint(tmp_path, "rsm_mlpt_nopos", **{"q_head.weight": torch.zeros(2, 64)})
+    error = import_fails(capsys, "--source", str(mixed), "--output", str(tmp_path / "mixed.ckpt"))
+    assert "RSM's 'core' stack and TRM/HRM tensors" in error

@@ -102,3 +102,71 @@ def test_bad_architecture_choices_are_rejected() -> None:
         ReasoningNetwork(NetworkConfig(mixer="mlp", positions="rope"), 11, 81)
     with pytest.raises(ValueError, match="not divisible"):
         ReasoningNetwork(NetworkConfig(hidden_size=30, num_heads=4, mixer="attention"), 11, 81)
+
+
+def test_token_mixer_norm_over_channels_for_rsm() -> None:
+    net = ReasoningNetwork(NetworkConfig(hidden_size=16, num_layers=1, puzzle_emb_len=0, token_mlp_norm="channels"),
+                           5, 9)
+    block = net.latent_module.blocks[0]
+    h = torch.randn(2, 9, 16)
+    expected = rms_norm(h + block.mix(h.transpose(1, 2)).transpose(1, 2))
+    expected = rms_norm(expected + block.mlp(expected))
+    assert torch.allclose(block(h), expected)
+    with pytest.raises(ValueError, match="token_mlp_norm 'rows'.*'positions'.*'channels'"):
+        ReasoningNetwork(NetworkConfig(hidden_size=16, token_mlp_norm="rows"), 5, 9)  # type: ignore[arg-type]
+
+
+def tied_net(seed: int = 0) -> ReasoningNetwork:
+    torch.manual_seed(seed)
+    return ReasoningNetwork(NetworkConfig(hidden_size=16, num_heads=2, num_layers=1, puzzle_emb_len=2,
+                                          tie_embeddings=True, halt_head=False), 6, 9, num_puzzle_ids=3)
+
+
+def test_tied_output_head_is_the_token_embedding_in_counts_state_dict_and_optimiser() -> None:
+    net = tied_net()
+    assert net.lm_head.weight is net.token_embedding.weight
+    torch.manual_seed(0)
+    untied = ReasoningNetwork(NetworkConfig(hidden_size=16, num_heads=2, num_layers=1, puzzle_emb_len=2), 6, 9, 3)
+    assert torch.equal(net.token_embedding.weight, untied.token_embedding.weight)  # the embedding's init survives
+    q_head = 2 * 16 + 2
+    assert net.num_parameters() == untied.num_parameters() - 6 * 16 - q_head
+    names = [name for name, _ in net.named_parameters()]
+    assert "token_embedding.weight" in names and "lm_head.weight" not in names and len(names) == len(set(names))
+
+    state = net.state_dict()
+    assert state.keys() >= {"token_embedding.weight", "lm_head.weight"} and not any("q_head" in k for k in state)
+    other = tied_net(seed=1)
+    other.load_state_dict(state)
+    assert other.lm_head.weight is other.token_embedding.weight
+    assert torch.equal(other.lm_head.weight, net.token_embedding.weight)
+    y = torch.randn(3, net.num_positions, 16)
+    assert torch.equal(net.decode(y), y[:, 2:] @ net.token_embedding.weight.T)
+
+    from recursive_reasoning.module import OptimConfig, RecursiveReasoner
+    from strategies import RSM
+
+    model = RecursiveReasoner(RSM(h_schedule=[(0.0, 2)], l_schedule=[(0.0, 1)]), net.config, OptimConfig(),
+                              vocab_size=6, seq_len=9, num_puzzle_ids=3)
+    members = model.configure_optimizers()["optimizer"].optimizers
+    params = [p for optimizer in members for group in optimizer.param_groups for p in group["params"]]
+    assert len(params) == len({id(p) for p in params}) == len(list(model.net.parameters()))
+
+
+def test_ema_average_of_a_tied_network_stays_tied() -> None:
+    net = tied_net()
+    average = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.5))
+    assert average.module.lm_head.weight is average.module.token_embedding.weight
+    for _ in range(2):  # the first update copies, the second averages: current - 0.5
+        with torch.no_grad():
+            net.token_embedding.weight.add_(1.0)
+        average.update_parameters(net)
+    assert average.module.lm_head.weight is average.module.token_embedding.weight
+    assert torch.allclose(average.module.lm_head.weight, net.token_embedding.weight - 0.5)
+
+
+def test_without_halt_head_the_halt_logits_are_zeros() -> None:
+    net = tied_net()
+    assert net.q_head is None and not any(name.startswith("q_head") for name, _ in net.named_parameters())
+    y = torch.randn(3, net.num_positions, 16, dtype=torch.float64, requires_grad=True)
+    logits = net.halt_logits(y)
+    assert logits.dtype == torch.float32 and torch.equal(logits, torch.zeros(3, 2)) and not logits.requires_grad

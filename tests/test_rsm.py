@@ -128,24 +128,76 @@ def test_every_training_step_restarts_from_the_initial_states() -> None:
     assert torch.equal(refreshed.y, y0) and torch.equal(refreshed.z, z0)
 
 
-def test_growth_schedules() -> None:
-    sudoku = RSM()  # defaults: the Sudoku recipe
-    assert sudoku.depth(Progress(0, 1000), True) == (2, 2)
-    assert sudoku.depth(Progress(100, 1000), True) == (2, 3)
-    assert sudoku.depth(Progress(157, 1000), True) == (3, 3)
-    assert sudoku.depth(Progress(500, 1000), True) == (5, 7)
-    assert sudoku.depth(Progress(939, 1000), True) == (7, 11)
-    assert sudoku.depth(Progress(940, 1000), True) == (8, 12)  # the last 6% at full depth
+# The RSM README's curricula (navidivan/rsm README.md): +1 at each percent, from H_cycles = L_cycles = 2.
+README_SUDOKU = ([20.1, 40.1, 55.1, 65.1, 75.1, 85.1], [30.1, 50.1, 70.1, 80.1, 84.1, 86.1, 88.1, 90.1, 92.1, 94.1])
+README_MAZE = ([20.1, 40.1, 55.1, 65.1, 75.1, 85.1, 95.1], [30.1, 50.1, 70.1])
+
+
+def readme_depth(percents: tuple[list[float], list[float]], step: int, total: int) -> tuple[int, int]:
+    """The reference rule by hand: at its 1-based step s, +1 per milestone with 100 * s / total >= the milestone."""
+    done = (step / total) * 100.0
+    return tuple(2 + sum(done >= p for p in ms) for ms in percents)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(("schedules", "percents", "total"), [
+    ((None, None), README_SUDOKU, 14968),  # rsm_sudoku.yaml: int(2 epochs * 3,831,994 / 512)
+    ((MAZE_H_SCHEDULE, MAZE_L_SCHEDULE), README_MAZE, 3906),  # rsm_maze.yaml: int(500 epochs * 1000 / 128)
+    ((None, None), README_SUDOKU, 1000),  # a total where 20.1% etc. fall exactly on a step
+])
+def test_growth_follows_the_reference_milestones_at_every_step(
+    schedules: tuple, percents: tuple[list[float], list[float]], total: int
+) -> None:
+    strategy = RSM(h_schedule=schedules[0], l_schedule=schedules[1])
+    for step in range(total):  # rr's step counts the steps taken; the reference's the step being taken, from 1
+        assert strategy.depth(Progress(step, total), True) == readme_depth(percents, step + 1, total), step
+        assert strategy.depth(Progress(step, total), False) == readme_depth(percents, step, total), step
+    final = (strategy.h_schedule[-1][1], strategy.l_schedule[-1][1])
+    assert strategy.depth(Progress(total - 1, total), True) == final == strategy.depth(Progress(total, total), False)
+
+
+def test_growth_switches_at_the_hand_computed_steps() -> None:
+    sudoku = RSM()
+    # 20.1% of 14,968 steps is 3,008.57: the reference's step 3,009 (rr's step 3,008, counting from 0) runs H 3.
+    assert sudoku.depth(Progress(3007, 14968), True) == (2, 2) and sudoku.depth(Progress(3008, 14968), True) == (3, 2)
+    # At 1000 steps the reference's floats decide: (201 / 1000) * 100 == 20.1 counts (>=) at its step 201, while
+    # (301 / 1000) * 100 is 30.099999999999998 < 30.1, so L 3 comes only at its step 302 (rr's 301).
+    assert sudoku.depth(Progress(199, 1000), True) == (2, 2) and sudoku.depth(Progress(200, 1000), True) == (3, 2)
+    assert sudoku.depth(Progress(300, 1000), True) == (3, 2) and sudoku.depth(Progress(301, 1000), True) == (3, 3)
     assert sudoku.depth(Progress(5000, 1000), True) == (8, 12)
-    assert sudoku.depth(Progress(0, None), False) == (8, 12)  # evaluation needs no total
-    maze = RSM(h_schedule=MAZE_H_SCHEDULE, l_schedule=MAZE_L_SCHEDULE)
-    assert [maze.depth(Progress(s, 100), True) for s in (0, 14, 40, 60, 94)] == [(2, 2), (3, 2), (4, 3), (6, 3), (9, 5)]
-    custom = RSM(h_schedule=[(0.0, 2), (0.5, 4)], l_schedule=[(0.0, 3), (0.25, 1)], h_test=16, l_test=2)
-    assert [custom.depth(Progress(s, 100), True) for s in (0, 25, 49, 50)] == [(2, 3), (2, 1), (2, 1), (4, 1)]
-    assert custom.depth(Progress(50, 100), False) == (16, 2)
+    # Evaluation after s steps: the depth of step s (the reference evaluates at its active H and L) ...
+    assert sudoku.depth(Progress(3008, 14968), False) == (2, 2) and sudoku.depth(Progress(3009, 14968), False) == (3, 2)
+    # ... or the final depth, or a fixed h_test / l_test (the other one follows eval_depth).
+    assert RSM(eval_depth="final").depth(Progress(0, None), False) == (8, 12)
+    assert RSM(h_test=32).depth(Progress(3009, 14968), False) == (32, 2)
+    assert RSM(h_test=32, l_test=4).depth(Progress(0, None), False) == (32, 4)
+    with pytest.raises(ValueError, match="eval_depth: final"):
+        sudoku.depth(Progress(0, None), False)
     with pytest.raises(ValueError, match="total number of training steps"):
         sudoku.depth(Progress(10), True)
-    assert fixed(3, 2).depth(Progress(10), True) == (3, 2)  # constant schedules need no total
+    with pytest.raises(ValueError, match="eval_depth"):
+        RSM(eval_depth="deepest")  # type: ignore[arg-type]
+    assert fixed(3, 2).depth(Progress(10), True) == (3, 2) == fixed(3, 2).depth(Progress(10), False)
+    custom = RSM(h_schedule=[(0.0, 2), (0.5, 4)], l_schedule=[(0.0, 3), (0.25, 1)], h_test=16, l_test=2)
+    assert [custom.depth(Progress(s, 100), True) for s in (0, 23, 24, 48, 49)] == [(2, 3), (2, 3), (2, 1), (2, 1),
+                                                                                   (4, 1)]
+
+
+@pytest.mark.parametrize(("schedules", "total", "reference", "evenly"), [
+    ((None, None), 14968, 29.8, 42.5),
+    ((MAZE_H_SCHEDULE, MAZE_L_SCHEDULE), 3906, 23.4, 23.5),
+])
+def test_block_calls_per_step_match_the_reference_curriculum(
+    schedules: tuple, total: int, reference: float, evenly: float
+) -> None:
+    """Mean block calls H * (L + 1) per training step: the README curricula, not rr's former even spacing."""
+    strategy = RSM(h_schedule=schedules[0], l_schedule=schedules[1])
+    calls = [h * (n + 1) for h, n in (strategy.depth(Progress(s, total), True) for s in range(total))]
+    assert round(sum(calls) / total, 1) == reference
+    outer, latent = strategy.h_schedule[-1][1], strategy.l_schedule[-1][1]
+    even = RSM(h_schedule=[(round(0.94 * i / (outer - 2), 4), 2 + i) for i in range(outer - 1)],
+               l_schedule=[(round(0.94 * i / (latent - 2), 4), 2 + i) for i in range(latent - 1)])
+    calls = [h * (n + 1) for h, n in (even.depth(Progress(s, total), True) for s in range(total))]
+    assert round(sum(calls) / total, 1) == evenly
 
 
 def test_invalid_configuration_is_rejected() -> None:
@@ -309,3 +361,27 @@ def test_depth_growth_callback_keeps_a_value_the_scheduler_wrote() -> None:
     optimizer.param_groups[0]["lr"] = 0.9  # what a step scheduler writes between the step and the batch end
     callback.on_train_batch_end(trainer, module, None, None, 1)
     assert optimizer.param_groups[0]["lr"] == 0.9
+
+
+@pytest.mark.parametrize("mixer", ["mlp", "attention"])
+def test_the_rsm_recipe_network_conforms_and_trains_every_parameter(mixer: str) -> None:
+    """Channel norm, tied head and no Q head (the RSM recipes): every parameter learns, so DDP needs no search."""
+    from strategies.conformance import check_strategy
+
+    torch.manual_seed(0)
+    config = NetworkConfig(hidden_size=32, num_heads=4, num_layers=1, puzzle_emb_len=2, mixer=mixer,
+                           positions="rope" if mixer == "attention" else "none", token_mlp_norm="channels",
+                           tie_embeddings=True, halt_head=False)
+    net, strategy = ReasoningNetwork(config, 6, 9, 3), fixed(3, 2, p_detach=0.5)
+    assert strategy.unused_parameters(net) == {}
+    check_strategy(strategy, net)
+
+
+def test_training_runs_at_least_two_outer_steps() -> None:
+    """As the reference, training never runs fewer than 2 outer steps, even if the depth asks for 1."""
+    net, strategy = tiny_net(), fixed(2, 1, p_detach=1.0)
+    strategy.depth = lambda progress, training: (1, 1)  # type: ignore[method-assign]
+    flags: list[bool] = []
+    net.latent_module.register_forward_pre_hook(lambda module, args: flags.append(torch.is_grad_enabled()))
+    training_segment(strategy, net, tiny_batch())
+    assert flags == [False, False, True, True] and strategy.module_calls(Progress(0), True) == (4, 2)
