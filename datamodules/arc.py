@@ -5,7 +5,8 @@ Splits (spec section 7, transductive): every demonstration pair of every task tr
 training sets; the test pairs of the evaluation set are the test split, and validation is the test split of the
 first `val_tasks` evaluation tasks. Each task gets the identity and up to `augmentations` distinct random
 augmentations (dihedral x permutation of colours 1..9), each a puzzle id of its own; the evaluation tasks' copies
-train on their demonstrations under the same ids the test inputs use. Training pairs are translated on the canvas.
+train on their demonstrations under the same ids the test inputs use. Training pairs are translated on the canvas,
+except one pair per puzzle id, left at the origin (the reference builder's choice).
 Ids are planned from the seed and each task's name, so the same data always gets the same ids; the map is saved with
 every checkpoint and checked when one is loaded.
 """
@@ -132,7 +133,8 @@ class ARCDataset(PuzzleDataset):
     """Examples (puzzle id, input grid, output grid) rendered on the 30x30 canvas on the fly, a whole batch at once.
 
     Items carry ``example_ids`` (the index in this dataset) for the evaluator. Translation offsets are drawn per
-    example from a counter-based hash of (seed, index), so an example always sits at the same place.
+    example from a counter-based hash of (seed, index), so an example always sits at the same place; examples marked
+    in `origin` stay at the origin.
 
     Args:
         bank: Colour grids uint8 [G, 30, 30] at the top-left corner; shapes int [G, 2].
@@ -140,6 +142,7 @@ class ARCDataset(PuzzleDataset):
         augmentations: Augmentation row of every puzzle id, uint8 [P, 11].
         translate: Place each pair at a random offset where both its grids (and their EOS marks) fit.
         seed: Seed of the translations.
+        origin: bool [N], examples kept at the origin when translating; None translates all.
     """
 
     def __init__(
@@ -150,9 +153,12 @@ class ARCDataset(PuzzleDataset):
         augmentations: np.ndarray,
         translate: bool,
         seed: int,
+        origin: np.ndarray | None = None,
     ) -> None:
+        if origin is not None and origin.shape != (len(rows),):
+            raise ValueError(f"origin must flag each of the {len(rows)} examples, got shape {origin.shape}")
         self.bank, self.shapes, self.rows, self.augmentations = bank, shapes, rows, augmentations
-        self.translate, self.seed = translate, seed
+        self.translate, self.seed, self.origin = translate, seed, origin
 
     def __len__(self) -> int:
         """Number of examples."""
@@ -169,7 +175,10 @@ class ARCDataset(PuzzleDataset):
         room = rules.CANVAS - extent + 1  # offsets 0 .. 30 - size
         key = (idx.astype(np.uint64) * np.uint64(2)) ^ (np.uint64(self.seed & 0xFFFFFFFF) << np.uint64(32))
         draws = np.stack([_mix(key), _mix(key + np.uint64(1))], axis=1)
-        return (draws % room.astype(np.uint64)).astype(np.int64)
+        offsets = (draws % room.astype(np.uint64)).astype(np.int64)
+        if self.origin is not None:
+            offsets[self.origin[idx]] = 0
+        return offsets
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
         """Batched `__getitem__`: inputs and labels [L=900], puzzle_ids and example_ids scalars."""
@@ -205,6 +214,9 @@ class ARC(PuzzleDataModule):
         augmentations: Random augmentations per task on top of the identity (duplicates rejected, so tasks with few
             colours or symmetric grids get fewer).
         translate: Translate training pairs to a random place on the canvas.
+        origin_pair: With translate, leave one training pair of every puzzle id, chosen at random (seeded per task
+            name), at the canvas origin, as the reference builder does (TinyRecursiveModels
+            dataset/build_arc_dataset.py: no_aug_id); False translates every training pair.
         val_tasks: Validation scores the test inputs of the first val_tasks evaluation tasks; None uses all.
         val_augmentations: Copies per test input used in validation (identity first); None uses all.
         max_tasks: Use only the first max_tasks tasks (by name) of every set (tests, demos); None uses all.
@@ -221,6 +233,7 @@ class ARC(PuzzleDataModule):
         eval_set: str = "arc-agi-1/evaluation",
         augmentations: int = 1000,
         translate: bool = True,
+        origin_pair: bool = True,
         val_tasks: int | None = 32,
         val_augmentations: int | None = None,
         max_tasks: int | None = None,
@@ -244,6 +257,7 @@ class ARC(PuzzleDataModule):
         self.eval_set = eval_set
         self.augmentations = augmentations
         self.translate = translate
+        self.origin_pair = origin_pair
         self.val_tasks = val_tasks
         self.val_augmentations = val_augmentations
         self.max_tasks = max_tasks
@@ -317,6 +331,7 @@ class ARC(PuzzleDataModule):
         augmentation_rows = [rules.IDENTITY[None]]
         rank_of_id = [np.zeros(1, dtype=np.int64)]
         train_rows: list[np.ndarray] = []
+        train_origin: list[np.ndarray] = []
         test_rows: list[np.ndarray] = []
         test_outputs: list[list[np.ndarray | None]] = []
         next_id = 1
@@ -334,9 +349,13 @@ class ARC(PuzzleDataModule):
                 augmentation_rows.append(plan)
                 rank_of_id.append(np.arange(len(plan)))
                 train_pairs = task.train if is_eval else (*task.train, *(p for p in task.test if p.output is not None))
-                for pair in train_pairs:
+                # the pair of each id that stays at the origin (its own stream of the task's seed)
+                origin_rng = np.random.default_rng([self.seed, entropy, 1])
+                kept = origin_rng.integers(0, max(1, len(train_pairs)), len(ids))
+                for pair_index, pair in enumerate(train_pairs):
                     grid_in, grid_out = add(pair.input), add(pair.output)
                     train_rows.append(np.stack([ids, np.full_like(ids, grid_in), np.full_like(ids, grid_out)], 1))
+                    train_origin.append(kept == pair_index)
                 if is_eval:
                     test_outputs.append([p.output for p in task.test])
                     for pair_index, pair in enumerate(task.test):
@@ -356,6 +375,7 @@ class ARC(PuzzleDataModule):
             "bank": bank,
             "shapes": shapes,
             "train": np.concatenate(train_rows),
+            "train_origin": np.concatenate(train_origin),
             "test": test,
             "rank_of_id": np.concatenate(rank_of_id),
             "eval_task_names": [t.name for t in eval_tasks],
@@ -382,9 +402,11 @@ class ARC(PuzzleDataModule):
         plan = self._planned()
         if len(plan["test"]) == 0:
             raise ValueError(f"the evaluation set {self.eval_set!r} has no test pairs")
+        origin = plan["train_origin"] if self.origin_pair else None
         return {
             split: ARCDataset(plan["bank"], plan["shapes"], self._split_rows(split), plan["map"].augmentations,
-                              translate=self.translate and split == "train", seed=self.seed)
+                              translate=self.translate and split == "train", seed=self.seed,
+                              origin=origin if split == "train" else None)
             for split in ("train", "val", "test")
         }
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from strategies.base import Carry, Progress
+from recursive_reasoning.network import ReasoningNetwork
+from strategies.base import Batch, Carry, Progress, SegmentOutput
 from strategies.trm import TRM
 
 
@@ -59,12 +61,25 @@ def curriculum_call_fraction(
     return used / (cycles * (latent_steps + 1))
 
 
+@dataclass
+class CGARCarry(Carry):
+    """A carry that also keeps every slot's step counter from before the last refresh ('repo' weighting).
+
+    Attributes:
+        steps_before_refresh: [B] int32, `steps` as the slots entered the last refresh, so the slots it restarted
+            keep their finished example's count; after `advance` (no refresh yet) simply `steps`.
+    """
+
+    steps_before_refresh: Tensor
+
+
 class CGAR(TRM):
     """Curriculum-Guided Adaptive Recursion: TRM whose depth grows with training and whose early segments weigh more.
 
     The depth (T, n) of a training segment follows the stage of training progress (needs a known total, i.e.
     trainer.max_steps). The loss of supervision step k = steps + 1 (each slot's own segment index since its reset)
-    is weighted per slot ('paper'), or the whole batch by one scalar as in the public code ('repo').
+    is weighted per slot ('paper'), or the whole batch by one scalar as in the public code ('repo'). The carry is a
+    `CGARCarry`, which keeps the step counters from before each refresh for 'repo'.
 
     Args:
         cycles: T, the full recursion cycles per segment (the last stage and evaluation).
@@ -73,9 +88,11 @@ class CGAR(TRM):
         stage_depths: (T, n) of each stage, one more than stage_bounds; None gives (max(1, ceil(T/3)),
             max(2, ceil(n/3))), (ceil(2T/3), ceil(2n/3)), (T, n).
         eval_full_depth: Evaluate at the full (T, n); if False, at the stage of the current progress.
-        weighting: 'paper': slot weight lambda^(k-1) / sum_{j=1..N_sup} lambda^(j-1); 'repo': one unnormalised
-            weight lambda^floor(mean k) for the whole batch, k = steps + 1 averaged over the slots (the public code's
-            "mean step of the batch", counted from 1 here); 'none': unweighted, as TRM.
+        weighting: 'paper': slot weight lambda^(k-1) / sum_{j=1..N_sup} lambda^(j-1); 'repo': the public code's
+            one unnormalised weight lambda^int(mean steps) for the whole batch (Kaleemullahqasim/CGAR,
+            ACTLossHead_CGAR.forward), steps the counters of the carry before the refresh: segments already run,
+            from 0, the finished counts of the slots that restart included (the loss, and so the weight, is computed
+            in training only); 'none': unweighted, as TRM.
         supervision_lambda: lambda, the decay of the weight per supervision step.
         supervision_steps: Supervision segments per example (N_sup).
         halt_exploration: Probability that a slot must run a random minimum of [2, N_sup] segments.
@@ -119,15 +136,44 @@ class CGAR(TRM):
         fraction = progress.fraction
         return self.stage_depths[sum(fraction >= b for b in self.stage_bounds)]
 
+    def initial_carry(self, net: ReasoningNetwork, batch: Batch) -> CGARCarry:
+        """TRM's initial carry (every slot halted at step 0) as a `CGARCarry`."""
+        carry = super().initial_carry(net, batch)
+        return _with_counts(carry, carry.steps)
+
+    def refresh(self, net: ReasoningNetwork, carry: Carry, batch: Batch) -> CGARCarry:
+        """TRM's refresh, remembering the step counters the slots had before it (stale ones of halted slots too)."""
+        return _with_counts(super().refresh(net, carry, batch), carry.steps)
+
+    def advance(self, carry: Carry, out: SegmentOutput, training: bool) -> CGARCarry:
+        """TRM's advance; the counters before the next refresh are the new ones (a segment without refresh, as in
+        the in-step schedule, sees them unchanged)."""
+        advanced = super().advance(carry, out, training)
+        return _with_counts(advanced, advanced.steps)
+
     def sample_weights(self, carry: Carry, progress: Progress) -> Tensor | None:
         if self.weighting == "none":
             return None
-        k = carry.steps.to(torch.float32) + 1
         if self.weighting == "paper":
+            k = carry.steps.to(torch.float32) + 1
             z = sum(self.supervision_lambda**j for j in range(self.supervision_steps))
             return self.supervision_lambda ** (k - 1) / z
-        return torch.full_like(k, self.supervision_lambda ** math.floor(k.mean().item()))
+        if not isinstance(carry, CGARCarry):
+            raise TypeError(
+                "CGAR(weighting='repo') weighs by the step counters from before the refresh, which only a carry "
+                f"made by CGAR.refresh keeps; got a {type(carry).__name__}. Refresh the carry with this strategy."
+            )
+        mean_step = carry.steps_before_refresh.to(torch.float32).mean().item()
+        return torch.full(carry.steps.shape, self.supervision_lambda ** int(mean_step), device=carry.steps.device)
 
     def flop_reduction(self) -> float:
         """Fraction of full-depth training module calls this curriculum saves (0.414 for the defaults)."""
         return 1.0 - curriculum_call_fraction(self.cycles, self.latent_steps, self.stage_bounds, self.stage_depths)
+
+
+def _with_counts(carry: Carry, steps_before_refresh: Tensor) -> CGARCarry:
+    """`carry` as a CGARCarry whose counters before the refresh are `steps_before_refresh`."""
+    if isinstance(carry, CGARCarry):
+        return replace(carry, steps_before_refresh=steps_before_refresh)
+    base = {f.name: getattr(carry, f.name) for f in fields(Carry)}
+    return CGARCarry(**base, steps_before_refresh=steps_before_refresh)

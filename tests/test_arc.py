@@ -176,6 +176,30 @@ def test_training_items_are_translated_deterministically_and_evaluation_is_not(s
     assert [int(i["example_ids"]) for i in test.__getitems__([3, 1])] == [3, 1]
 
 
+def test_one_training_pair_of_every_puzzle_id_stays_at_the_origin(small_arc: ARC) -> None:
+    """As the reference builder (build_arc_dataset.py, no_aug_id): one random pair per augmented puzzle untranslated."""
+    train = small_arc.datasets["train"]
+    idx = np.arange(len(train))
+    rows = train.rows[idx]
+    offsets = train._offsets(idx, rows, train.augmentations[rows[:, 0]])
+    origin = train.origin
+    assert origin is not None and (offsets[origin] == 0).all()
+    ids = rows[:, 0]
+    assert (np.bincount(ids[origin], minlength=small_arc.num_puzzle_ids)[1:] == 1).all()  # exactly one per id
+    pair_of_row = np.array([np.count_nonzero(ids[:i] == ids[i]) for i in idx])  # rows run pair by pair per task
+    assert len(set(pair_of_row[origin].tolist())) > 1, "the kept pair is drawn per id, not always the first"
+    # The old behaviour: every pair translated, the same offsets elsewhere; the choice is seeded, so it repeats.
+    data = require_shared("data")
+    everywhere = ARC(data_dir=str(data), max_tasks=3, augmentations=4, val_tasks=2, seed=0, origin_pair=False)
+    everywhere.setup()
+    other = everywhere.datasets["train"]
+    assert other.origin is None
+    moved = other._offsets(idx, rows, other.augmentations[rows[:, 0]])
+    np.testing.assert_array_equal(moved[~origin], offsets[~origin])
+    assert (moved[origin] != 0).any(axis=1).mean() > 0.5
+    np.testing.assert_array_equal(everywhere._planned()["train_origin"], origin)  # a second plan draws the same
+
+
 def test_the_same_settings_give_the_same_ids(small_arc: ARC) -> None:
     data = require_shared("data")
     same = ARC(data_dir=str(data), max_tasks=3, augmentations=4, seed=0)

@@ -106,15 +106,30 @@ def test_weighted_loss_is_trms_per_slot_loss_times_the_weights() -> None:
     assert torch.allclose(unweighted.loss(net, carry, out, at(1.0)).total, trm.loss(net, carry, out, at(1.0)).total)
 
 
-def test_repo_weighting_is_one_unnormalised_scalar_for_the_batch() -> None:
-    net = tiny_net()
-    strategy = CGAR(supervision_steps=16, weighting="repo", supervision_lambda=0.7)
-    batch = tiny_batch()
-    carry = strategy.refresh(net, strategy.initial_carry(net, batch), batch)
-    carry.steps = torch.tensor([0, 1, 2, 4], dtype=torch.int32)  # k = 1, 2, 3, 5: mean 2.75, floor 2
+def test_repo_weighting_is_the_public_codes_scalar_of_the_counters_before_the_reset() -> None:
+    """The CGAR code multiplies the loss by 0.7 ** int(mean(carry.steps)) of the carry it was handed, before its
+    reset: segments run counted from 0, the finished counts of the slots about to restart included."""
+    net, batch = tiny_net(), tiny_batch()
+    strategy = CGAR(cycles=1, latent_steps=2, supervision_steps=16, weighting="repo", supervision_lambda=0.7)
+    trm = TRM(cycles=1, latent_steps=2, supervision_steps=16)
+    first = strategy.refresh(net, strategy.initial_carry(net, batch), batch)
+    assert torch.equal(strategy.sample_weights(first, at(0.5)), torch.ones(4))  # all counters 0: weight 1
+    # As after an advance: slots 1 and 3 finished (16 and 2 segments) and restart; 0 and 2 continue at 3 and 5.
+    before = replace(first, steps=torch.tensor([3, 16, 5, 2], dtype=torch.int32),
+                     halted=torch.tensor([False, True, False, True]))
+    carry = strategy.refresh(net, before, batch)
+    assert carry.steps.tolist() == [3, 0, 5, 0]
     weights = strategy.sample_weights(carry, at(0.5))
-    assert weights.shape == (4,)
-    assert torch.allclose(weights, torch.full((4,), 0.7**2))
+    assert torch.allclose(weights, torch.full((4,), 0.7**6))  # mean(3, 16, 5, 2) = 6.5 -> 6; not mean(4, 1, 6, 1)
+    out = strategy.run_segment(net, carry, at(1.0), training=True)
+    expected = 0.7**6 * trm.loss(net, carry, out, at(1.0)).total
+    assert torch.allclose(strategy.loss(net, carry, out, at(1.0)).total, expected)
+    # Without a refresh in between (the in-step schedule) the counters are the advanced ones: mean(4, 1, 6, 1) = 3.
+    advanced = strategy.advance(carry, out, training=True)
+    assert torch.allclose(strategy.sample_weights(advanced, at(0.5)), torch.full((4,), 0.7**3))
+    plain = trm.refresh(net, trm.initial_carry(net, batch), batch)
+    with pytest.raises(TypeError, match="CGAR.refresh"):
+        strategy.sample_weights(plain, at(0.5))
 
 
 def test_unknown_total_in_training_raises_the_max_steps_error() -> None:
