@@ -2,8 +2,10 @@
 
 from datamodules.arc import ARC
 from datamodules.maze import GeneratedMaze, Maze, MazeDataModule
+from datamodules.reference_arrays import ReferenceArrays
 from datamodules.sudoku import GeneratedSudoku, Sudoku, SudokuDataModule
 
 __all__ = ["ARC"]
 __all__ += ["GeneratedSudoku", "Sudoku", "SudokuDataModule"]
 __all__ += ["GeneratedMaze", "Maze", "MazeDataModule"]
+__all__ += ["ReferenceArrays"]
