@@ -1,6 +1,6 @@
 """datamodules.ReferenceArrays: directories built by the TRM reference builders (tests/data/reference, made from
-/work/shared/data subsets) read back to the source puzzles in rr's encoding, their ids and votes, a CLI fit, and
-the refusals of broken directories."""
+../shared/data subsets; its README says how) read back to the source puzzles in rr's encoding, their ids and votes,
+a CLI fit, and the refusals of broken directories."""
 
 from __future__ import annotations
 
