@@ -233,6 +233,31 @@ class RecursiveReasoner(L.LightningModule):
         self._checkpoint_progress = Progress(saved["step"], saved["total"]) if saved else None
         if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
             self._resume_state = {"carry": checkpoint.get("rr_carry"), "rng": checkpoint.get("rr_rng")}
+            self._use_this_runs_optim(checkpoint)
+
+    def _use_this_runs_optim(self, checkpoint: dict[str, Any]) -> None:
+        """Put this run's `optim` rates and decays into the checkpoint's optimiser and scheduler states before
+        Lightning restores them (the Adam moments stay), so fine-tuning at a new lr takes effect; unchanged values
+        are left untouched, so a plain resume stays exact. Otherwise the saved lr and base rates would win silently."""
+        c = self.optim_config
+        wanted = [{"lr": c.lr, "betas": tuple(c.betas), "weight_decay": c.weight_decay},
+                  {"lr": c.puzzle_emb_lr, "weight_decay": c.puzzle_emb_weight_decay}]
+        base_lrs: list[float] = []
+        for state in checkpoint.get("optimizer_states", []):
+            for member, options in zip(state.get("members", []), wanted):
+                for group in member["param_groups"]:
+                    base = group.get("initial_lr", group["lr"])
+                    if base != options["lr"]:
+                        group["lr"] = group["lr"] / base * options["lr"] if base else options["lr"]
+                        group["initial_lr"] = options["lr"]
+                    for key in ("betas", "weight_decay"):
+                        if key in options and key in group and tuple(np.atleast_1d(group[key])) != tuple(
+                                np.atleast_1d(options[key])):
+                            group[key] = options[key]
+                    base_lrs.append(options["lr"])
+        for scheduler in checkpoint.get("lr_schedulers", []):
+            if "base_lrs" in scheduler and len(scheduler["base_lrs"]) == len(base_lrs):
+                scheduler["base_lrs"] = list(base_lrs)
 
     def on_train_start(self) -> None:
         """When fitting resumes from a checkpoint: take this rank's slots of the saved carry and its RNG states.
