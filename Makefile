@@ -18,7 +18,7 @@ install: $(BIN)/rr
 
 demo: $(BIN)/rr
 	$(BIN)/rr fit --config configs/demo_sudoku.yaml
-	$(BIN)/rr test --config configs/demo_sudoku.yaml --ckpt_path runs/demo_sudoku/checkpoints/last.ckpt
+	$(BIN)/rr test --config configs/demo_sudoku.yaml --ckpt_path runs/demo_sudoku/latest/checkpoints/last.ckpt
 
 test: $(BIN)/rr
 	$(BIN)/python -m pytest -q

@@ -1,9 +1,9 @@
 """Held-out exact accuracy and cost of the test-time options on a trained checkpoint.
 
-    python benchmarks/test_time.py --ckpt_path runs/demo_sudoku/checkpoints/last.ckpt
+    python benchmarks/test_time.py --ckpt_path runs/demo_sudoku/latest/checkpoints/last.ckpt
     python benchmarks/test_time.py --ckpt_path last.ckpt --limit 200 --device cuda
-    python benchmarks/test_time.py --ckpt_path runs/demo_sudoku/checkpoints/last.ckpt \
-        --ensemble runs/demo_sudoku/checkpoints/late-step*.ckpt
+    python benchmarks/test_time.py --ckpt_path runs/demo_sudoku/latest/checkpoints/last.ckpt \
+        --ensemble runs/demo_sudoku/latest/checkpoints/late-step*.ckpt
 
 The test split is rebuilt from the data module recorded in the checkpoint. Each row runs the whole split under one
 `TestTimeOptions` setting and reports exact accuracy of the selected answers (with the label-free vote beside a

@@ -220,8 +220,11 @@ class PuzzleDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {eval_batch_size}; leave it out (None) to use "
+                             "batch_size")
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
         self._splits: dict[str, Arrays] | None = None
@@ -369,6 +372,19 @@ def head_splits(train: Arrays, test: Arrays, val_size: int, test_size: int | Non
     return {"train": train, "val": (test_q[:val_size], test_a[:val_size]), "test": (test_q[:n_test], test_a[:n_test])}
 
 
+def save_npz_atomic(path: Path, **arrays: Any) -> None:
+    """Write an .npz to a temporary file in the same directory, then os.replace: never a half-written cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class GeneratedArrays:
     """Generated (inputs, labels) pairs: made once, deduplicated, cached atomically as .npz keyed by their settings.
 
@@ -404,17 +420,9 @@ class GeneratedArrays:
             return data["inputs"], data["labels"]
 
     def _save(self, arrays: Arrays) -> None:
-        """Write to a temporary file in the same directory, then os.replace: never a half-written cache."""
+        """Cache the arrays with their key (atomically)."""
         assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, inputs=arrays[0], labels=arrays[1], key=json.dumps(self.key))
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_npz_atomic(self.path, inputs=arrays[0], labels=arrays[1], key=json.dumps(self.key))
 
     def prepare(self) -> None:
         """Generate and cache the data unless the cache already holds it."""

@@ -7,7 +7,11 @@ A data module names its format (`PuzzleDataModule.puzzle_format`) and saves its 
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +23,45 @@ import numpy as np
 from datamodules import arc_rules, maze_rules, sudoku_rules
 from datamodules.dihedral import DIHEDRAL_INVERSE
 
-__all__ = ["ARCFormat", "MazeFormat", "Puzzle", "PuzzleFormat", "SudokuFormat", "format_from_description"]
+__all__ = ["ARCFormat", "MazeFormat", "Puzzle", "PuzzleFormat", "SudokuFormat", "format_from_description",
+           "read_puzzle_text"]
 
 Inverse = Callable[[np.ndarray], np.ndarray]
+INPUT_COLUMNS = ("puzzle", "question", "quizzes", "input")  # CSV headers naming the puzzle column
+LABEL_COLUMNS = ("solution", "answer", "solutions", "output")  # and the answer column, when there is one
+REPORT_LINE = re.compile(r"^([a-z][a-z ()_-]*:|wrote \d+ answers to )")  # `rr solve` text output around its grids
+
+
+def read_puzzle_text(path: Path, what: str = "puzzle file") -> str:
+    """The text of a puzzle file, gzip read transparently (by its .gz suffix or its magic bytes); errors name the
+    problem and the fix instead of a decode error or traceback."""
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a directory, not a file; give one file of puzzles with --file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        data = path.read_bytes()
+        if path.suffix == ".gz" or data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+    except PermissionError:
+        raise ValueError(f"cannot read {what} {path}: permission denied; make it readable (chmod u+r) or copy it"
+                         ) from None
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{what} {path} is not a readable gzip file ({err}); give plain text or a whole .gz") from None
+    if b"\0" in data:
+        raise ValueError(f"{what} {path} is a binary file, not text; give puzzles as text (one per line, or a CSV), "
+                         "plain or gzipped (.gz)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {err.start} is 0x{data[err.start]:02x}); give "
+                         "puzzles as plain text, plain or gzipped (.gz)") from None
+
+
+def _is_csv(path: Path, text: str) -> bool:
+    """A CSV of puzzles: named .csv(.gz), or its first line (past '#' comments) has a comma (no puzzle holds one)."""
+    first = next((line for line in text.splitlines() if line.strip() and not line.startswith("#")), "")
+    return path.name.removesuffix(".gz").endswith(".csv") or "," in first
 
 
 @dataclass
@@ -48,20 +88,65 @@ class PuzzleFormat(ABC):
         """The puzzles in one text (a Sudoku string, a maze, an ARC task JSON); errors say what is wrong."""
 
     def read_file(self, path: str | Path) -> list[Puzzle]:
-        """Every puzzle of a file: one per line (blank lines and lines starting with '#' skipped) by default."""
+        """Every puzzle of a text file (`_read_text`) or of a CSV with a header naming its puzzle column and, if it
+        has one, its answer column (`puzzle,solution`, or the data modules' `source,question,answer,rating`)."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"puzzle file {path} does not exist")
-        puzzles: list[Puzzle] = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip() and not line.lstrip().startswith("#"):
-                try:
-                    puzzles.extend(self.parse(line.strip(), name=f"{path.name}:{number}"))
-                except ValueError as err:
-                    raise ValueError(f"{path}:{number}: {err}") from None
+        text = read_puzzle_text(path)
+        puzzles = self._read_csv(path, text) if _is_csv(path, text) else self._read_text(path, text)
         if not puzzles:
             raise ValueError(f"{path} holds no puzzles")
         return puzzles
+
+    def _read_text(self, path: Path, text: str) -> list[Puzzle]:
+        """One puzzle per line, blank lines and lines starting with '#' skipped."""
+        puzzles: list[Puzzle] = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                puzzles.extend(self._parse_at(path, number, line.strip()))
+        return puzzles
+
+    def _parse_at(self, path: Path, number: int, text: str) -> list[Puzzle]:
+        """`parse` of the puzzle at a line of a file, its errors prefixed with the file and line."""
+        try:
+            return self.parse(text, name=f"{path.name}:{number}")
+        except ValueError as err:
+            raise ValueError(f"{path}:{number}: {err}") from None
+
+    def _read_csv(self, path: Path, text: str) -> list[Puzzle]:
+        """The puzzles of a CSV, with their answers as labels when it has an answer column."""
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = [h.strip().lower() for h in next(reader, [])]
+        column = next((header.index(c) for c in INPUT_COLUMNS if c in header), None)
+        label = next((header.index(c) for c in LABEL_COLUMNS if c in header), None)
+        if column is None:
+            raise ValueError(
+                f"{path}:1: a CSV of puzzles needs a header naming its puzzle column ({', '.join(INPUT_COLUMNS)}), "
+                f"e.g. 'puzzle,solution' or 'source,question,answer,rating'; got {','.join(header)!r}"
+            )
+        puzzles: list[Puzzle] = []
+        for record in reader:
+            if not any(field.strip() for field in record):
+                continue
+            number = reader.line_num
+            if len(record) <= max(column, label or 0):
+                raise ValueError(f"{path}:{number}: {len(record)} columns, but the header names {len(header)}")
+            found = self._parse_at(path, number, record[column])
+            if label is not None and record[label].strip():
+                try:
+                    for puzzle in found:
+                        puzzle.labels = self.parse_answer(record[label], puzzle.inputs)
+                except ValueError as err:
+                    raise ValueError(f"{path}:{number}: {header[label]}: {err}") from None
+            puzzles.extend(found)
+        return puzzles
+
+    def parse_answer(self, text: str, inputs: np.ndarray) -> np.ndarray:
+        """The answer tokens [L] of a known solution given as text (a labelled CSV's answer column)."""
+        raise ValueError(f"{self.kind} puzzles take no answer column; give the puzzles alone")
+
+    @abstractmethod
+    def compact(self, tokens: np.ndarray) -> str:
+        """Tokens [L] (a puzzle or an answer) as one machine-readable string that `parse` reads back."""
 
     @abstractmethod
     def text(self, inputs: np.ndarray, tokens: np.ndarray) -> str:
@@ -116,8 +201,48 @@ class SudokuFormat(PuzzleFormat):
         return {"kind": self.kind, "size": self.size}
 
     def parse(self, text: str, name: str = "puzzle") -> list[Puzzle]:
+        """One puzzle: a digit string or a printed grid; refused when its givens already break the rules."""
         grid = sudoku_rules.parse_puzzle(text, self.size)
+        sudoku_rules.check_givens(grid)
         return [Puzzle(inputs=grid + 1, name=name)]
+
+    def _read_text(self, path: Path, text: str) -> list[Puzzle]:
+        """One puzzle per line, or a grid of N lines of N cells as `rr solve` prints it (box rules and its report
+        lines, e.g. 'rule checker: fails', skipped, so its text output reads back); blank lines and '#' comments
+        skipped."""
+        n, puzzles, rows, first = self.size, [], [], 0
+        for number, raw in enumerate([*text.splitlines(), ""], 1):
+            line = raw.strip()
+            if not line or line.startswith("#") or REPORT_LINE.match(line):
+                if rows:
+                    raise ValueError(f"{path}:{first}: a grid of {len(rows)} rows; a {n}x{n} Sudoku needs {n} rows "
+                                     f"of {n} cells ('.' for blanks), or all {n * n} cells on one line")
+                continue
+            cells = sum(c.isdigit() or c == "." for c in line)
+            if cells == 0 and not line.strip("-+| "):
+                continue  # a box rule of a printed grid
+            if cells == n:
+                first, rows = first if rows else number, [*rows, line]
+                if len(rows) == n:
+                    puzzles.extend(self._parse_at(path, first, "".join(rows)))
+                    rows = []
+                continue
+            puzzles.extend(self._parse_at(path, number, line))
+        return puzzles
+
+    def parse_answer(self, text: str, inputs: np.ndarray) -> np.ndarray:
+        """A complete solution keeping the puzzle's givens."""
+        grid = sudoku_rules.parse_puzzle(text, self.size)
+        blank = np.flatnonzero(grid == 0)
+        if blank.size:
+            raise ValueError(f"the solution has a blank at position {int(blank[0])}; give the complete solution")
+        kept = (inputs <= 1) | (inputs == grid + 1)
+        if not kept.all():
+            raise ValueError(f"the solution changes the given at position {int(np.argmin(kept))}; check the row")
+        return grid + 1
+
+    def compact(self, tokens: np.ndarray) -> str:
+        return "".join("." if d == 0 else str(int(d)) for d in np.clip(np.asarray(tokens) - 1, 0, None))
 
     def text(self, inputs: np.ndarray, tokens: np.ndarray) -> str:
         return sudoku_rules.format_grid(np.clip(np.asarray(tokens) - 1, 0, None))
@@ -208,17 +333,16 @@ class MazeFormat(PuzzleFormat):
         return {"kind": self.kind, "side": self.side}
 
     def parse(self, text: str, name: str = "puzzle") -> list[Puzzle]:
+        """One maze; refused when it marks path cells already or G cannot be reached from S."""
         grid = maze_rules.parse_maze(text.strip("\n"), self.side)
         if (grid == maze_rules.PATH).any():
             raise ValueError("the maze already marks path cells 'o'; give the maze without its answer")
+        maze_rules.check_solvable(grid)
         return [Puzzle(inputs=grid.reshape(-1), name=name)]
 
-    def read_file(self, path: str | Path) -> list[Puzzle]:
+    def _read_text(self, path: Path, text: str) -> list[Puzzle]:
         """Mazes separated by blank lines (each N lines of N characters), or one N*N-character maze per line."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"maze file {path} does not exist")
-        blocks = [b for b in path.read_text().split("\n\n") if b.strip("\n")]
+        blocks = [b for b in text.replace("\r\n", "\n").split("\n\n") if b.strip("\n")]
         text_blocks = [line for b in blocks for line in ([b] if "\n" in b.strip("\n") else b.split("\n")) if line]
         puzzles = []
         for i, block in enumerate(text_blocks):
@@ -226,9 +350,20 @@ class MazeFormat(PuzzleFormat):
                 puzzles.extend(self.parse(block, name=f"{path.name}#{i}"))
             except ValueError as err:
                 raise ValueError(f"{path}: maze {i}: {err}") from None
-        if not puzzles:
-            raise ValueError(f"{path} holds no mazes")
         return puzzles
+
+    def parse_answer(self, text: str, inputs: np.ndarray) -> np.ndarray:
+        """The maze with its shortest path marked 'o', on the puzzle's walls."""
+        codes = maze_rules.parse_maze(text.strip("\n"), self.side).reshape(-1)
+        kept = (codes == inputs) | ((codes == maze_rules.PATH) & (inputs == maze_rules.OPEN))
+        if not kept.all():
+            cell = int(np.argmin(kept))
+            raise ValueError(f"the answer differs from its maze at row {cell // self.side}, column {cell % self.side} "
+                             "(only open cells may become path 'o'); check the row")
+        return codes
+
+    def compact(self, tokens: np.ndarray) -> str:
+        return maze_rules.format_maze(np.clip(np.asarray(tokens), maze_rules.WALL, maze_rules.PATH))
 
     def text(self, inputs: np.ndarray, tokens: np.ndarray) -> str:
         codes = np.clip(np.asarray(tokens), maze_rules.WALL, maze_rules.PATH)
@@ -308,9 +443,15 @@ class ARCFormat(PuzzleFormat):
         except json.JSONDecodeError as err:
             raise ValueError(f"{name}: not valid JSON ({err})") from None
         tasks = data if isinstance(data, dict) and "train" not in data else {name: data}
+        if not tasks:
+            raise ValueError(f"{name}: holds no ARC task (an empty JSON object); give a task "
+                             '{"train": [{"input": ..., "output": ...}], "test": [{"input": ...}]} or {task_id: task}')
         puzzles = []
         for task_name, obj in tasks.items():
             task = arc_rules._task(task_name, obj, name)
+            if not task.test:
+                raise ValueError(f"{name}: task {task_name} has no test inputs, so there is nothing to solve; add "
+                                 '"test": [{"input": [[...]]}] to it')
             ids = self._ids_of(task_name)
             for index, pair in enumerate(task.test):
                 bank, shapes = _bank([pair.input] + ([pair.output] if pair.output is not None else []))
@@ -330,11 +471,16 @@ class ARCFormat(PuzzleFormat):
         if path.is_dir() or "_challenges" in path.name:
             tasks = arc_rules.read_tasks(path)
             return self.parse(json.dumps({name: _task_json(task) for name, task in tasks.items()}), name=path.name)
-        if not path.is_file():
-            raise FileNotFoundError(f"ARC task file {path} does not exist")
-        data = arc_rules._read_json(path)
+        text = read_puzzle_text(path, "ARC task file")
         name = path.name.removesuffix(".gz").removesuffix(".json")
-        return self.parse(json.dumps(data), name=name)
+        try:
+            return self.parse(text, name=name)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+    def compact(self, tokens: np.ndarray) -> str:
+        """The grid as compact JSON rows, e.g. [[1,2],[3,4]]."""
+        return json.dumps(arc_rules.crop(np.asarray(tokens)).tolist(), separators=(",", ":"))
 
     def text(self, inputs: np.ndarray, tokens: np.ndarray) -> str:
         grid = arc_rules.crop(np.asarray(tokens))

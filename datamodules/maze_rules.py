@@ -29,6 +29,7 @@ __all__ = [
     "START",
     "WALL",
     "bfs_distances",
+    "check_solvable",
     "dihedral",
     "dihedral_gather",
     "format_maze",
@@ -77,10 +78,13 @@ def parse_maze(text: str, side: int | None = None) -> np.ndarray:
     if "\n" in text:
         lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
         n_rows = len(lines)
+        if side is not None and n_rows != side:
+            raise ValueError(f"maze has {n_rows} lines; a {side}x{side} maze needs {side} lines of {side} characters")
         for r, line in enumerate(lines):
             if len(line) != n_rows:
                 raise ValueError(
-                    f"maze line {r} has {len(line)} characters, expected {n_rows} (a square of {n_rows} lines)"
+                    f"maze line {r} has {len(line)} characters but the maze has {n_rows} lines; a maze is a square, "
+                    "N lines of N characters"
                 )
         chars = "".join(lines)
     else:
@@ -103,8 +107,26 @@ def parse_maze(text: str, side: int | None = None) -> np.ndarray:
         if at.size != 1:
             where = "; ".join(_where(int(i), side) for i in at[:4])
             suffix = f" (at {where})" if where else ""
-            raise ValueError(f"maze must have exactly one {name}, found {at.size}{suffix}")
+            letter = name[-1]
+            fix = f"mark one cell {letter}" if at.size == 0 else f"keep one {letter} and make the others ' '"
+            raise ValueError(f"maze must have exactly one {name}, found {at.size}{suffix}; {fix}")
     return codes.reshape(side, side)
+
+
+def check_solvable(grid: np.ndarray) -> None:
+    """Refuse a maze whose goal G cannot be reached from its start S through open cells: it has no answer.
+
+    Raises:
+        ValueError: naming where S and G are.
+    """
+    maze = _single(grid)
+    if shortest_path_length(maze) < 0:
+        side = maze.shape[0]
+        start, goal = int(np.argmax(maze == START)), int(np.argmax(maze == GOAL))
+        raise ValueError(
+            f"G ({_where(goal, side)}) cannot be reached from S ({_where(start, side)}): walls '#' cut every path, "
+            "so the maze has no answer; open a path of ' ' cells between them"
+        )
 
 
 def _single(grid: np.ndarray) -> np.ndarray:

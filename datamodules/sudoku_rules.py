@@ -21,6 +21,7 @@ __all__ = [
     "Symmetry",
     "apply_symmetry",
     "box_shape",
+    "check_givens",
     "format_grid",
     "generate",
     "has_unique_solution",
@@ -40,6 +41,7 @@ _BOX_SHAPES: dict[int, tuple[int, int]] = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
 SUPPORTED_SIZES: tuple[int, ...] = tuple(_BOX_SHAPES)
 _SIZE_BY_CELLS: dict[int, int] = {n * n: n for n in SUPPORTED_SIZES}
 _CHUNK = 32  # puzzles per generation chunk; fixed so results do not depend on the number of workers
+_GRID_RULES = str.maketrans("", "", "|+-")  # box separators of format_grid, not cells
 _MAX_RESTARTS = 200  # full grids tried for one puzzle before a givens target is declared unreachable
 
 
@@ -56,8 +58,9 @@ def box_shape(size: int) -> tuple[int, int]:
 
 
 def parse_puzzle(text: str, size: int | None = None) -> np.ndarray:
-    """Parse a puzzle string (digits, '.' or '0' for blanks, whitespace ignored) into a flat int array [N * N]."""
-    chars = "".join(str(text).split())
+    """Parse a puzzle string (digits, '.' or '0' for blanks; whitespace and the box rules '|', '+', '-' of
+    `format_grid` ignored, so a printed grid reads back) into a flat int array [N * N]."""
+    chars = "".join(str(text).split()).translate(_GRID_RULES)
     n_cells = len(chars)
     if size is None:
         if n_cells not in _SIZE_BY_CELLS:
@@ -85,6 +88,36 @@ def parse_puzzle(text: str, size: int | None = None) -> np.ndarray:
             f"use digits 1-{size} and '.' or '0' for blanks"
         )
     return grid
+
+
+def check_givens(grid: np.ndarray) -> None:
+    """Refuse a puzzle whose givens already break the rules (a digit twice in a row, column or box): no model can
+    solve it, so the error names the unit and the digit.
+
+    Raises:
+        ValueError: naming the first repeated digit, its row, column or box (counted from 1) and its cells.
+    """
+    flat, size, _ = _as_batch(grid)
+    units = _units(flat[:1], size)[0]  # [3N, N]: rows, columns, boxes
+    counts = (units[..., None] == np.arange(1, size + 1)).sum(axis=1)  # [3N, N digits]
+    repeated = np.argwhere(counts > 1)
+    if not len(repeated):
+        return
+    unit, digit = int(repeated[0][0]), int(repeated[0][1]) + 1
+    kind, index = ("row", "column", "box")[unit // size], unit % size
+    cells = np.flatnonzero(units[unit] == digit)
+    if kind == "row":
+        where = f"row {index + 1} (columns {', '.join(str(c + 1) for c in cells)})"
+    elif kind == "column":
+        where = f"column {index + 1} (rows {', '.join(str(r + 1) for r in cells)})"
+    else:
+        rows, cols = box_shape(size)
+        r0, c0 = (index // (size // cols)) * rows, (index % (size // cols)) * cols
+        where = f"box {index + 1} (rows {r0 + 1}-{r0 + rows}, columns {c0 + 1}-{c0 + cols})"
+    raise ValueError(
+        f"the givens break the rules: digit {digit} appears {int(counts[unit, digit - 1])} times in {where}; "
+        "no answer can exist, so fix the puzzle (rows, columns and boxes count from 1)"
+    )
 
 
 def format_grid(grid: np.ndarray) -> str:

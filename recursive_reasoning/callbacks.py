@@ -1,4 +1,5 @@
-"""Lightning callbacks for training recipes: `EMA` weight averaging, `DepthGrowthCallback` and `LateCheckpoints`.
+"""Lightning callbacks for training recipes: `EMA` weight averaging, `DepthGrowthCallback`, `LateCheckpoints`
+and `LatestRun`.
 
 `EMA` is Lightning's `EMAWeightAveraging` with the reference code's rule (the average starts at the initial weights;
 parameters only) that leaves the module's live parameters (the sparse puzzle-embedding table) out of the average, as
@@ -10,6 +11,9 @@ learning rate from 0 back to the scheduler's value and scale the Adam moments on
 `LateCheckpoints` keeps a checkpoint every N steps over the last part of training, the members of a checkpoint
 ensemble; `late_checkpoints` lists them in step order.
 
+`LatestRun` keeps a `latest` link in the root directory pointing at the newest run's log directory, whose
+`checkpoints/` hold that run's checkpoints: every run writes its own versioned directory, and `latest` finds it.
+
 `KeepFreedMemory` keeps freed host memory in the process for reuse (`host_memory.keep_freed_memory`): faster
 training on a CPU.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -328,6 +333,47 @@ def late_checkpoints(directory: str | Path) -> list[Path]:
     """The ``late-step{N}.ckpt`` files that `LateCheckpoints` wrote in `directory`, sorted by step N."""
     found = [(int(m.group(1)), p) for p in Path(directory).iterdir() if (m := _LATE_NAME.fullmatch(p.name))]
     return [p for _, p in sorted(found)]
+
+
+class LatestRun(L.Callback):
+    """Point ``{default_root_dir}/{name}`` at the log directory of the newest run that has saved a checkpoint.
+
+    Each run logs and checkpoints into its own ``lightning_logs/version_N`` (Lightning's default when the
+    `ModelCheckpoint` has no dirpath), so no run replaces an earlier run's files; the link, a relative symlink
+    replaced atomically at the run's first checkpoint, names the newest one: ``runs/demo_sudoku/latest/checkpoints/
+    last.ckpt``. Resuming through the link works: it moves only when the resumed run saves its first checkpoint.
+
+    Args:
+        name: Name of the link inside the trainer's `default_root_dir`.
+    """
+
+    def __init__(self, name: str = "latest") -> None:
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"LatestRun name must be a plain file name such as 'latest', got {name!r}.")
+        self.name = name
+        self._linked: str | None = None
+
+    def link(self, trainer: L.Trainer) -> Path | None:
+        """Make the link point at `trainer.log_dir` (global rank 0 only); None when the run has no own log directory."""
+        root, log_dir = Path(trainer.default_root_dir), trainer.log_dir
+        if not trainer.is_global_zero or log_dir is None or Path(log_dir).resolve() == root.resolve():
+            return None
+        link = root / self.name
+        if link.exists() and not link.is_symlink():
+            raise FileExistsError(f"{link} exists and is not a link; LatestRun would replace it. Move it away or pass "
+                                  "another LatestRun name")
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".{self.name}.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(os.path.relpath(Path(log_dir).resolve(), root.resolve()), tmp)
+        os.replace(tmp, link)
+        return link
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Moves the link to this run at its first checkpoint."""
+        if self._linked != trainer.log_dir:
+            self.link(trainer)
+            self._linked = trainer.log_dir
 
 
 class KeepFreedMemory(L.Callback):

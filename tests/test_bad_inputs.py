@@ -214,7 +214,7 @@ def test_import_never_overwrites_an_existing_file(tmp_path: Path) -> None:
         ("sudoku", "12..34....x.....", "invalid character 'x' at position 10"),
         ("sudoku", "12..34....9.....", "digit 9 at position 10, out of range for a 4x4 Sudoku"),
         ("maze", "S G#\n#  #\n  S \n####", "exactly one start S, found 2"),
-        ("maze", "S  \n   \n  G", "a 4x4 maze needs 16"),
+        ("maze", "S  \n   \n  G", "maze has 3 lines; a 4x4 maze needs 4 lines of 4 characters"),
         ("arc", '{"train": [{"input": [[1]], "output": [[1]]}], "test": [{"input": [[1, 2], [3]]}]}', "ragged grid"),
         ("arc", '{"train": [', "not valid JSON"),
     ],

@@ -144,7 +144,7 @@ def test_fit_then_test_from_checkpoint_end_to_end(tmp_path: Path) -> None:
               "--data.init_args.batch_size=8"]
     fit = run_rr("fit", *common, "--trainer.max_steps=3", "--trainer.val_check_interval=3", cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
-    checkpoint = tmp_path / "runs" / "demo_sudoku" / "checkpoints" / "last.ckpt"
+    checkpoint = tmp_path / "runs" / "demo_sudoku" / "latest" / "checkpoints" / "last.ckpt"
     assert checkpoint.exists()
     # The checkpoint rebuilds the trained strategy and network (not defaults) and loads with weights_only=True.
     from recursive_reasoning.module import RecursiveReasoner

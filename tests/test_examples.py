@@ -41,5 +41,7 @@ def test_user_strategy_trains_from_yaml_by_class_path(tmp_path: Path) -> None:
     assert "class_path: full_gradient_trm.FullGradientTRM" in printed.stdout
     fit = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert fit.returncode == 0, fit.stderr[-3000:]
-    checkpoint = torch.load(tmp_path / "runs" / "demo_sudoku" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not (tmp_path / "runs" / "demo_sudoku").exists(), "the example's run must not write into the demo's run"
+    path = tmp_path / "runs" / "full_gradient_trm" / "latest" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["hyper_parameters"]["strategy"]["class_path"] == "full_gradient_trm.FullGradientTRM"

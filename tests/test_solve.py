@@ -63,7 +63,7 @@ def test_one_puzzle_prints_the_models_answer_and_signals(checkpoint: Path, capsy
     inputs = torch.from_numpy(fmt.parse(puzzle)[0].inputs)[None]
     expected = model.solve({"inputs": inputs, "puzzle_ids": torch.zeros(1, dtype=torch.long)})
     answer = expected["logits"].argmax(-1)[0].numpy()
-    assert item["answer"] == fmt.text(inputs[0].numpy(), answer)
+    assert item["answer"] == fmt.compact(answer) and item["input"] == puzzle
     assert item["passes_checker"] == bool(fmt.check(inputs.numpy(), answer[None])[0])
     assert item["confidence"] == pytest.approx(torch.sigmoid(expected["halt_logits"][0]).item(), abs=1e-4)
     assert item["steps"] == 3 and item["options"] == "single pass" and isinstance(item["settled"], bool)
@@ -105,7 +105,7 @@ def test_a_file_of_puzzles_writes_jsonl_and_csv(checkpoint: Path, tmp_path: Path
     [
         (["--puzzle", "12..34..........5"], "puzzle has 17 characters; a 4x4 Sudoku needs 16"),
         (["--puzzle", "12..34....x....."], "invalid character 'x' at position 10"),
-        (["--puzzle", "12..34..........", "--copies", "0"], "copies must be >= 1"),
+        (["--puzzle", "12..34..........", "--copies", "0"], "argument --copies: must be >= 1, got 0"),
         (["--file", "nowhere.txt"], "puzzle file nowhere.txt does not exist"),
     ],
 )
