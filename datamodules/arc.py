@@ -8,12 +8,15 @@ augmentations (dihedral x permutation of colours 1..9), each a puzzle id of its 
 train on their demonstrations under the same ids the test inputs use. Training pairs are translated on the canvas,
 except one pair per puzzle id, left at the origin (the reference builder's choice).
 Ids are planned from the seed and each task's name, so the same data always gets the same ids; the map is saved with
-every checkpoint and checked when one is loaded.
+every checkpoint and checked when one is loaded. The plan is cached as .npz under cache_dir, keyed by the task files'
+contents, the planning options and this module's code, so a second run with the same inputs skips it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from datamodules import arc_rules as rules
 from datamodules.arc_eval import ARCEvaluator
-from datamodules.base import PuzzleDataModule, PuzzleDataset
+from datamodules.base import PuzzleDataModule, PuzzleDataset, save_npz_atomic
 from datamodules.dihedral import SWAPS_AXES
 from datamodules.formats import ARCFormat
 
@@ -56,6 +59,25 @@ def resolve_task_set(data_dir: Path, name: str) -> Path:
         f"ARC task set {name!r} not found (tried {tried}). Put the task JSON there: a directory of <task_id>.json "
         f"files or one combined {{task_id: task}} file. Sources: {_SOURCES}"
     )
+
+
+def task_set_digest(path: Path) -> str:
+    """sha1 of the bytes a task set is read from: a directory's task files (with their names), or the file and a Kaggle
+    solutions file beside it."""
+    digest = hashlib.sha1()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.name.endswith((".json", ".json.gz")))
+    else:
+        sibling = path.with_name(path.name.replace("_challenges", "_solutions"))
+        files = [path, sibling] if "_challenges" in path.name and sibling.is_file() else [path]
+    for file in files:
+        digest.update(file.name.encode() + b"\0" + hashlib.sha1(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+_PLAN_CODE = hashlib.sha1(Path(__file__).read_bytes() + Path(rules.__file__).read_bytes()).hexdigest()
+_PLAN_ARRAYS = ("bank", "shapes", "train", "train_origin", "test", "rank_of_id", "train_pair_hashes",
+                "test_pair_hashes")
 
 
 def _pair_hash(pair: rules.Pair) -> int:
@@ -224,6 +246,8 @@ class ARC(PuzzleDataModule):
         eval_batch_size: Batch size for validation, test and prediction; None uses batch_size.
         num_workers: DataLoader worker processes.
         seed: Seed of the augmentation plan, the translations and the shuffling.
+        cache_dir: Directory for the cached plan (keyed by the task files' contents, train_sets, eval_set,
+            augmentations, max_tasks, seed and the planning code); None plans on every run.
     """
 
     def __init__(
@@ -241,6 +265,7 @@ class ARC(PuzzleDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        cache_dir: str | None = ".cache/rr",
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
         train_sets = list(train_sets) if train_sets is not None else ["arc-agi-1/training", "conceptarc/corpus"]
@@ -261,6 +286,7 @@ class ARC(PuzzleDataModule):
         self.val_tasks = val_tasks
         self.val_augmentations = val_augmentations
         self.max_tasks = max_tasks
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._plan: dict[str, Any] | None = None
         self.save_hyperparameters()
 
@@ -298,9 +324,64 @@ class ARC(PuzzleDataModule):
         return tasks if self.max_tasks is None else tasks[: self.max_tasks]
 
     def _planned(self) -> dict[str, Any]:
-        """Read the sets, check the evaluation set does not leak into training, and plan ids and examples once."""
+        """The plan of ids and examples: from memory, else the cache when its key matches, else built (and cached)."""
         if self._plan is not None:
             return self._plan
+        try:
+            key = None if self.cache_dir is None else self._plan_key()
+        except FileNotFoundError:  # planning names the first problem, in the order the sets are read
+            key = None
+        if key is None or self.cache_dir is None:
+            self._plan = self._build_plan()
+            return self._plan
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = self.cache_dir / f"arc_plan_a{self.augmentations}_s{self.seed}_{digest}.npz"
+        self._plan = self._load_plan(path, key)
+        if self._plan is None:
+            self._plan = self._build_plan()
+            self._save_plan(path, key, self._plan)
+        return self._plan
+
+    def _plan_key(self) -> dict[str, Any]:
+        """Every input of the plan: each set's name and content digest, the planning options and the code."""
+        names = (*self.train_sets, self.eval_set)
+        sets = {name: task_set_digest(resolve_task_set(self.data_dir, name)) for name in names}
+        return {"train_sets": self.train_sets, "eval_set": self.eval_set, "sets": sets,
+                "augmentations": self.augmentations, "max_tasks": self.max_tasks, "seed": self.seed,
+                "code": _PLAN_CODE}
+
+    @staticmethod
+    def _save_plan(path: Path, key: dict[str, Any], plan: dict[str, Any]) -> None:
+        """Arrays as they are; names, the test outputs (as rows of the grid bank) and the key as JSON."""
+        meta = {"key": key, "task_names": plan["map"].task_names, "eval_task_names": plan["eval_task_names"],
+                "test_output_grids": plan["test_output_grids"]}
+        arrays = {name: plan[name] for name in _PLAN_ARRAYS}
+        save_npz_atomic(path, **arrays, task_of_id=plan["map"].task_of_id, augmentations=plan["map"].augmentations,
+                        meta=json.dumps(meta))
+
+    @staticmethod
+    def _load_plan(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The cached plan, or None when there is none, its key differs or the file cannot be read."""
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:
+                meta = json.loads(str(data["meta"]))
+                if meta["key"] != key:
+                    return None
+                plan = {name: data[name] for name in _PLAN_ARRAYS}
+                plan["map"] = PuzzleIdMap(meta["task_names"], data["task_of_id"], data["augmentations"])
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            return None
+        bank, shapes = plan["bank"], plan["shapes"]
+        plan["eval_task_names"] = meta["eval_task_names"]
+        plan["test_output_grids"] = meta["test_output_grids"]
+        plan["test_outputs"] = [[None if g < 0 else bank[g, : shapes[g, 0], : shapes[g, 1]].copy() for g in grids]
+                                for grids in meta["test_output_grids"]]
+        return plan
+
+    def _build_plan(self) -> dict[str, Any]:
+        """Read the sets, check the evaluation set does not leak into training, and plan ids and examples."""
         sets = [(name, self._read_set(name)) for name in (*self.train_sets, self.eval_set)]
         eval_tasks = sets[-1][1]
         train_hashes = {_pair_hash(p) for _, tasks in sets[:-1] for t in tasks for p in (*t.train, *t.test)}
@@ -334,6 +415,7 @@ class ARC(PuzzleDataModule):
         train_origin: list[np.ndarray] = []
         test_rows: list[np.ndarray] = []
         test_outputs: list[list[np.ndarray | None]] = []
+        test_output_grids: list[list[int]] = []
         next_id = 1
         for set_index, (set_name, tasks) in enumerate(sets):
             is_eval = set_index == len(sets) - 1
@@ -358,8 +440,10 @@ class ARC(PuzzleDataModule):
                     train_origin.append(kept == pair_index)
                 if is_eval:
                     test_outputs.append([p.output for p in task.test])
+                    test_output_grids.append([])
                     for pair_index, pair in enumerate(task.test):
                         grid_in, grid_out = add(pair.input), add(pair.output)
+                        test_output_grids[-1].append(grid_out)
                         columns = [ids, np.full_like(ids, grid_in), np.full_like(ids, grid_out),
                                    np.full_like(ids, len(test_outputs) - 1), np.full_like(ids, pair_index)]
                         test_rows.append(np.stack(columns, 1))
@@ -370,7 +454,7 @@ class ARC(PuzzleDataModule):
             shapes[i] = grid.shape
         puzzle_map = PuzzleIdMap(task_names, np.concatenate(task_of_id), np.concatenate(augmentation_rows))
         test = np.concatenate(test_rows) if test_rows else np.zeros((0, 5), dtype=np.int64)
-        self._plan = {
+        return {
             "map": puzzle_map,
             "bank": bank,
             "shapes": shapes,
@@ -380,11 +464,11 @@ class ARC(PuzzleDataModule):
             "rank_of_id": np.concatenate(rank_of_id),
             "eval_task_names": [t.name for t in eval_tasks],
             "test_outputs": test_outputs,
+            "test_output_grids": test_output_grids,
             "train_pair_hashes": np.array(sorted(train_hashes | {
                 _pair_hash(p) for t in eval_tasks for p in t.train}), dtype=np.int64),
             "test_pair_hashes": np.array(sorted(test_hashes), dtype=np.int64),
         }
-        return self._plan
 
     def _split_rows(self, split: str) -> np.ndarray:
         plan = self._planned()

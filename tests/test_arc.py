@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +270,68 @@ def test_malformed_json_and_missing_sets_are_named(tmp_path: Path) -> None:
         ar.read_tasks(directory)
     with pytest.raises(FileNotFoundError, match="nowhere/training"):
         ARC(data_dir=str(tmp_path / "nowhere"), train_sets=["training"], eval_set="evaluation").prepare_data()
+
+
+def _write_sets(root: Path, shared_pair: dict) -> None:
+    """A training set of two tasks and an evaluation set of two, whose first test pair is also a training pair."""
+    sets = {
+        "train": {"t1": {"train": [GOOD, shared_pair], "test": [{"input": [[5]], "output": [[6]]}]},
+                  "t2": {"train": [{"input": [[1, 1]], "output": [[2, 2]]}], "test": []}},
+        "eval": {"e1": {"train": [{"input": [[7, 0]], "output": [[0, 7]]}], "test": [shared_pair]},
+                 "e2": {"train": [{"input": [[3]], "output": [[3, 3]]}], "test": [{"input": [[4]], "output": [[4, 4]]},
+                                                                                 {"input": [[8]]}]}},
+    }
+    for set_name, tasks in sets.items():
+        (root / set_name).mkdir(parents=True, exist_ok=True)
+        for name, task in tasks.items():
+            (root / set_name / f"{name}.json").write_text(json.dumps(task))
+
+
+def _arc(root: Path, **kwargs: object) -> ARC:
+    options = dict(data_dir=str(root), train_sets=["train"], eval_set="eval", augmentations=3, seed=0,
+                   cache_dir=str(root / "cache"))
+    return ARC(**{**options, **kwargs})
+
+
+def test_plan_is_cached_keyed_by_its_inputs_and_warns_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = {"input": [[1, 0], [0, 2]], "output": [[2, 0], [0, 1]]}
+    _write_sets(tmp_path, shared)
+    with pytest.warns(UserWarning, match="1 evaluation tasks of 'eval' have a test pair that also appears"):
+        built = _arc(tmp_path)._planned()
+    assert len(list((tmp_path / "cache").glob("arc_plan_*.npz"))) == 1
+
+    def refuse(self: ARC) -> dict:
+        raise AssertionError("planned again although the cache holds this plan")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ARC, "_build_plan", refuse)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the duplicate warning is printed when the plan is built, not loaded
+            cached = _arc(tmp_path)._planned()
+    assert cached["map"].difference(built["map"]) is None and cached["map"].task_names == built["map"].task_names
+    for name in ("bank", "shapes", "train", "train_origin", "test", "rank_of_id", "train_pair_hashes",
+                 "test_pair_hashes"):
+        np.testing.assert_array_equal(cached[name], built[name], err_msg=name)
+        assert cached[name].dtype == built[name].dtype, name
+    assert cached["eval_task_names"] == built["eval_task_names"] == ["e1", "e2"]
+    assert [[None if g is None else g.tolist() for g in t] for t in cached["test_outputs"]] == [
+        [shared["output"]], [[[4, 4]], None]]
+    assert all(g is None or g.dtype == np.uint8 for t in cached["test_outputs"] for g in t)
+
+    # Any changed input plans anew: another seed or augmentation count, or a task file's content.
+    built_again: list[int] = []
+    original = ARC._build_plan
+
+    def counting(self: ARC) -> dict:
+        built_again.append(1)
+        return original(self)
+
+    monkeypatch.setattr(ARC, "_build_plan", counting)
+    _arc(tmp_path, seed=1)._planned()
+    _arc(tmp_path, augmentations=2)._planned()
+    (tmp_path / "train" / "t2.json").write_text(json.dumps({"train": [{"input": [[1]], "output": [[2]]}], "test": []}))
+    changed = _arc(tmp_path)._planned()
+    assert len(built_again) == 3
+    assert len(changed["train"]) != len(built["train"]) or not np.array_equal(changed["bank"], built["bank"])
+    _arc(tmp_path, cache_dir=None)._planned()
+    assert len(built_again) == 4 and len(list((tmp_path / "cache").glob("arc_plan_*.npz"))) == 4
