@@ -14,6 +14,8 @@ ensemble; `late_checkpoints` lists them in step order.
 `LatestRun` keeps a `latest` link in the root directory pointing at the newest run's log directory, whose
 `checkpoints/` hold that run's checkpoints: every run writes its own versioned directory, and `latest` finds it.
 
+`PredictionWriter` writes `rr predict`'s answers to one file in the run's log directory and says where.
+
 `KeepFreedMemory` keeps freed host memory in the process for reuse (`host_memory.keep_freed_memory`): faster
 training on a CPU.
 """
@@ -30,9 +32,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import BasePredictionWriter, EMAWeightAveraging
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from recursive_reasoning.checkpoint_io import atomic_write
 from recursive_reasoning.host_memory import keep_freed_memory
 
 
@@ -374,6 +378,39 @@ class LatestRun(L.Callback):
         if self._linked != trainer.log_dir:
             self.link(trainer)
             self._linked = trainer.log_dir
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Write every prediction batch of `rr predict` to ``{log_dir}/predictions.pt`` (per rank under DDP) and say where.
+
+    The file holds each predict_step output key concatenated over batches (answer tokens [N, L], steps, halt logits
+    or confidence) and `indices` [N], the dataset index of every row, so rows map back to the data module's split.
+
+    Args:
+        output_dir: Directory of the file; None uses the trainer's log directory (its default root without a logger).
+    """
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output_dir = output_dir
+        self.path: Path | None = None
+
+    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any,
+                           batch_indices: Any) -> None:
+        if predictions and isinstance(predictions[0], list):  # one list per dataloader: the first (rr has one)
+            predictions = predictions[0]
+        if batch_indices and batch_indices[0] and isinstance(batch_indices[0][0], list):
+            batch_indices = batch_indices[0]
+        if not predictions:
+            return
+        rows = {key: torch.cat([p[key].detach().cpu() for p in predictions]) for key in predictions[0]}
+        rows["indices"] = torch.as_tensor([i for batch in batch_indices for i in batch], dtype=torch.long)
+        directory = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
+        name = "predictions.pt" if trainer.world_size == 1 else f"predictions_rank{trainer.global_rank}.pt"
+        self.path = directory / name
+        atomic_write(self.path, lambda handle: torch.save(rows, handle))
+        rank_zero_info(f"rr predict: {len(rows['indices'])} predictions written to {self.path} (torch.load it: "
+                       f"keys {', '.join(rows)})")
 
 
 class KeepFreedMemory(L.Callback):

@@ -30,12 +30,13 @@ from typing import Any, NoReturn
 import torch
 import yaml
 from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelSummary
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from lightning.pytorch.utilities import rank_zero_warn
 
+from recursive_reasoning.callbacks import PredictionWriter
 from recursive_reasoning.checkpoint_io import AtomicCheckpointIO
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
 from recursive_reasoning.network import NetworkConfig
@@ -212,13 +213,15 @@ class ReasoningCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Build the trainer; checkpoints are written atomically unless a custom CheckpointIO was configured, and the
-        model summary leaves out its always-zero FLOPs."""
+        model summary leaves out its always-zero FLOPs; `rr predict` writes its predictions (`PredictionWriter`)."""
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         for i, callback in enumerate(trainer.callbacks):
             if type(callback) is ModelSummary:
                 trainer.callbacks[i] = _SummaryWithoutFlops(max_depth=callback._max_depth)
+        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks):
+            trainer.callbacks.append(PredictionWriter())  # else the predictions would go nowhere the user can see
         return trainer
 
 

@@ -235,3 +235,17 @@ def test_fit_and_test_print_none_of_lightnings_noise(tmp_path: Path, capsys: pyt
     assert "Trainable params" in output  # the summary itself is still there
     for noise in NOISE:
         assert noise not in output, noise
+
+
+def test_predict_writes_its_predictions_where_it_says(trained: Path, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Before: `rr predict` computed every answer and wrote none of them anywhere."""
+    with caplog.at_level("INFO"):
+        main(["predict", *tiny(tmp_path / "run"), f"--ckpt_path={trained}"])
+    files = list((tmp_path / "run").rglob("predictions.pt"))
+    assert len(files) == 1, "one predictions file in the run's log directory"
+    assert f"rr predict: 8 predictions written to {files[0]}" in caplog.text
+    rows = torch.load(files[0], weights_only=True)
+    assert rows["predictions"].shape == (8, 16), "every test puzzle of the 4x4 split, one answer token per cell"
+    assert sorted(rows["indices"].tolist()) == list(range(8)), "each dataset index once"
+    assert rows["steps"].shape == (8,)
