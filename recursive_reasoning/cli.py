@@ -1,6 +1,6 @@
 """The `rr` command line: `rr fit|validate|test|predict --config configs/<recipe>.yaml` on LightningCLI, and
 `rr solve --ckpt_path ... --puzzle ...` for single puzzles (`recursive_reasoning/solve.py`), and `rr import` to convert a
-checkpoint of the public TRM / HRM code (`recursive_reasoning/import_checkpoint.py`).
+checkpoint of the public TRM / HRM / RSM code (`recursive_reasoning/import_checkpoint.py`).
 
 The model is always `RecursiveReasoner`; the recursion method is its `strategy` (class_path + init_args) and the data
 module is chosen by class_path. The data module's vocabulary, sequence length and puzzle-id count are linked into the
@@ -47,7 +47,7 @@ _ALL_COMMANDS = (*_LIGHTNING_COMMANDS, *_COMMANDS)
 _DESCRIPTION = (
     "rr: tiny recursive reasoning models. Commands: fit, validate, test, predict (below), and "
     "`rr solve --ckpt_path CKPT --puzzle ...` (solve single puzzles; rr solve --help), "
-    "`rr import --source STEP --output OUT.ckpt` (convert a reference TRM/HRM checkpoint; rr import --help)."
+    "`rr import --source STEP --output OUT.ckpt` (convert a reference TRM/HRM/RSM checkpoint; rr import --help)."
 )
 # Model options a checkpoint fixes: a run that sets them differently would not be the trained model.
 _ARCHITECTURE = ("network.", "supervision_schedule")
