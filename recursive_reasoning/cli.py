@@ -162,6 +162,7 @@ class ReasoningCLI(LightningCLI):
         if not subcommand:
             return
         ckpt_path = self.config[subcommand].get("ckpt_path")
+        _check_ckpt_path(ckpt_path)
         if not (ckpt_path and Path(ckpt_path).is_file()):
             return
         saved = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True).get("hyper_parameters") or {}
@@ -202,6 +203,19 @@ class ReasoningCLI(LightningCLI):
             model["strategy"] = {"class_path": model["strategy"].pop("class_path"), "init_args": model["strategy"]}
         self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
 
+    def instantiate_classes(self) -> None:
+        """Build the data module, model and trainer; a constructor's refusal of a value (its ValueError) is printed as
+        its own message, not inside jsonargparse's traceback and Union-subtype dump."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            root = error
+            while root.__cause__ is not None:
+                root = root.__cause__
+            if root is error or not isinstance(root, ValueError):
+                raise
+            raise SystemExit(f"error: {root}") from None
+
     def before_instantiate_classes(self) -> None:
         """Say so when an evaluation runs without a checkpoint: it measures the untrained, randomly initialised model."""
         subcommand = self.config.get("subcommand")
@@ -223,6 +237,22 @@ class ReasoningCLI(LightningCLI):
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks):
             trainer.callbacks.append(PredictionWriter())  # else the predictions would go nowhere the user can see
         return trainer
+
+
+_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")  # Lightning's own --ckpt_path values
+
+
+def _check_ckpt_path(ckpt_path: str | None) -> None:
+    """Refuse a --ckpt_path that names no file, before anything is built (Lightning would fail with a traceback)."""
+    if not ckpt_path or ckpt_path in _CKPT_KEYWORDS or "://" in str(ckpt_path):
+        return
+    path = Path(ckpt_path)
+    if path.is_dir():
+        raise SystemExit(f"error: --ckpt_path {path} is a directory; give the checkpoint file inside it, e.g. "
+                         f"{path / 'checkpoints' / 'last.ckpt'}")
+    if not path.exists():
+        raise SystemExit(f"error: --ckpt_path {path} does not exist; a run's checkpoints are in "
+                         "runs/<recipe>/latest/checkpoints/ (last.ckpt)")
 
 
 def _resolved(class_path: str) -> str:

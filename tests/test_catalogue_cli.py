@@ -249,3 +249,27 @@ def test_predict_writes_its_predictions_where_it_says(trained: Path, tmp_path: P
     assert rows["predictions"].shape == (8, 16), "every test puzzle of the 4x4 split, one answer token per cell"
     assert sorted(rows["indices"].tolist()) == list(range(8)), "each dataset index once"
     assert rows["steps"].shape == (8,)
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    ("--data.init_args.batch_size=0", "error: batch_size must be >= 1, got 0"),
+    ("--model.strategy.init_args.supervision_steps=0", "error: supervision_steps must be >= 1, got 0."),
+], ids=["data", "strategy"])
+def test_a_constructors_refusal_is_the_whole_message(flag: str, message: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """Before: the constructor's ValueError came inside a jsonargparse traceback and a Union-subtype dump."""
+    said = fail(["fit", *tiny(tmp_path / "run"), flag], capsys)
+    assert said.splitlines()[0] == message
+    assert "Traceback" not in said and "Union subtypes" not in said
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_a_ckpt_path_that_is_no_file_is_named(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Before: Lightning's FileNotFoundError traceback, after the data and the model were built."""
+    path = tmp_path / ("nope.ckpt" if kind == "missing" else "run")
+    path.parent.mkdir(exist_ok=True)
+    if kind == "directory":
+        path.mkdir()
+    said = fail(["test", *tiny(tmp_path / "run2"), f"--ckpt_path={path}"], capsys)
+    expected = "does not exist; a run's checkpoints are in" if kind == "missing" else "is a directory; give the"
+    assert f"error: --ckpt_path {path} {expected}" in said.splitlines()[0]
