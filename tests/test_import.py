@@ -12,13 +12,13 @@ import pytest
 import torch
 import yaml
 from conftest import require_shared
-from test_parity import ALL_VECTORS, as_batch, assert_close, check_evaluation_segments
-from test_parity_rsm import RSM_VECTORS, check_loss_and_metrics
+from test_parity import ALL_VECTORS, as_batch, check_evaluation_segments
+from test_parity_rsm import RSM_VECTORS, check_evaluation
 
 from recursive_reasoning.cli import main
 from recursive_reasoning.module import RecursiveReasoner
 from recursive_reasoning.solve import load_solver
-from strategies import HRM, RSM, TRM, Progress
+from strategies import HRM, RSM, TRM
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -251,17 +251,9 @@ def assert_rsm_reproduces_reference(path: Path, name: str) -> RecursiveReasoner:
                                                                                 v["config"]["L_cycles"])
     assert net.num_parameters() == v["num_params"] and net.q_head is None
     assert net.lm_head.weight is net.token_embedding.weight
-    record = v["expected"]["eval"][strategy.h_test - 1]
-    batch = as_batch(v["batch"])
     net.eval()
-    with torch.inference_mode():
-        carry = strategy.refresh(net, strategy.initial_carry(net, batch), batch)
-        out = strategy.run_segment(net, carry, Progress(0), training=False)
-        loss = strategy.loss(net, carry, out, Progress(0), training=False)
-    assert_close(out.y, record["z_H"], f"imported {name} z_H")
-    assert_close(out.logits, record["logits"], f"imported {name} logits")
-    assert torch.equal(out.logits.argmax(-1), record["preds"])
-    check_loss_and_metrics(record, carry, loss, f"imported {name}")
+    record = v["expected"]["eval"][strategy.h_test - 1]
+    check_evaluation(net, strategy, as_batch(v["batch"]), record, f"imported {name}")
     return model
 
 

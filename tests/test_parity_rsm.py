@@ -75,18 +75,21 @@ def test_evaluation_after_each_outer_step(name: str) -> None:
     batch = as_batch(v["batch"])
     for record in v["expected"]["eval"]:
         h = record["outer_steps"]
-        method = strategy(name, h)
-        label = f"{name} eval H={h}"
-        with torch.inference_mode():
-            carry = method.refresh(net, method.initial_carry(net, batch), batch)
-            out = method.run_segment(net, carry, Progress(0), training=False)
-            loss = method.loss(net, carry, out, Progress(0), training=False)
-        assert_close(out.y, record["z_H"], f"{label} z_H (answer state)")
-        assert_close(out.z, record["z_L"], f"{label} z_L (latent state)")
-        assert_close(out.logits, record["logits"], f"{label} logits")
-        assert torch.equal(out.logits.argmax(-1), record["preds"]), f"{label} preds"
-        assert torch.equal(out.halt_logits, torch.zeros(4)), f"{label}: no Q head, zero halt logits"
-        check_loss_and_metrics(record, carry, loss, label)
+        check_evaluation(net, strategy(name, h), batch, record, f"{name} eval H={h}")
+
+
+def check_evaluation(net: ReasoningNetwork, method: RSM, batch: dict, record: dict, label: str) -> None:
+    """One evaluation of `method` on `batch` against a reference eval record: states, logits, preds, loss, metrics."""
+    with torch.inference_mode():
+        carry = method.refresh(net, method.initial_carry(net, batch), batch)
+        out = method.run_segment(net, carry, Progress(0), training=False)
+        loss = method.loss(net, carry, out, Progress(0), training=False)
+    assert_close(out.y, record["z_H"], f"{label} z_H (answer state)")
+    assert_close(out.z, record["z_L"], f"{label} z_L (latent state)")
+    assert_close(out.logits, record["logits"], f"{label} logits")
+    assert torch.equal(out.logits.argmax(-1), record["preds"]), f"{label} preds"
+    assert torch.equal(out.halt_logits, torch.zeros(out.halt_logits.shape[0])), f"{label}: no Q head, zero halt logits"
+    check_loss_and_metrics(record, carry, loss, label)
 
 
 @pytest.mark.parametrize("case", TRAIN_CASES)
