@@ -1,7 +1,7 @@
 """Training cost of every recipe in configs/: FLOPs per optimiser step and in all, checkpoint size, and an estimate of
 the hours on one GPU at a stated model FLOP utilisation (MFU).
 
-FLOPs are the analytic matmul count of `benchmarks/throughput.py` (`segment_flops`: forward of every module call and
+FLOPs are the analytic matmul count of `recursive_reasoning/flops.py` (`segment_flops`: forward of every module call and
 of the heads, backward 2x forward for the calls with gradient, HRM's continue-target segment): one training step runs
 one segment for every example of the batch, so a step costs segment FLOPs x batch, averaged over the steps of a
 depth schedule (CGAR's curriculum, RSM's growth; RSM's stochastic penultimate gradient at its expected rate). The
@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.throughput import load_recipe, segment_flops, synthetic_batch
+from benchmarks.throughput import load_recipe, synthetic_batch
+from recursive_reasoning.flops import segment_flops
 from recursive_reasoning.module import RecursiveReasoner
 from strategies import RSM, Progress
 

@@ -4,8 +4,9 @@ One training segment is what `RecursiveReasoner` does per training step: refresh
 the loss, backward and an optimiser step (with the recipe's gradient clipping). Evaluation is
 `RecursiveReasoner.solve`: every example from the initial states through all segments. The batch is fixed synthetic
 data (random tokens of the task's vocabulary and length), so only the model's hot path is timed, never data loading.
-FLOPs are counted analytically from the layer shapes (`segment_flops`); MFU is the achieved FLOP/s over the best large
-square matmul measured on the same device and dtype in the same run. Every configuration runs in its own process, so
+FLOPs are counted analytically from the layer shapes (`recursive_reasoning.flops.segment_flops`, the counter training
+logs as `train/flops`); MFU is the achieved FLOP/s over the best large square matmul measured on the same device and
+dtype in the same run. Every configuration runs in its own process, so
 its peak memory (CPU: peak RSS; GPU: max allocated) is its own.
 
     python benchmarks/throughput.py --recipe demo --batch 64
@@ -41,7 +42,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from recursive_reasoning.host_memory import keep_freed_memory
-from recursive_reasoning.layers import Attention, ReasoningModule, SwiGLU
+from recursive_reasoning.flops import segment_flops
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
 from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
 from recursive_reasoning.optim import clip_gradients
@@ -122,67 +123,6 @@ def load_recipe(name: str, vocab_size: int | None = None, seq_len: int | None = 
     label = name if name in PRESETS else path.stem
     return Recipe(label, strategy, network, OptimConfig(**optim_args), vocab_size, seq_len, 1,
                   float(clip) if clip else None)
-
-
-# --- analytic FLOPs ----------------------------------------------------------------------------------------------
-
-
-def linear_flops(layer: torch.nn.Linear, rows: int) -> int:
-    """FLOPs of a linear layer applied to `rows` vectors: 2 * rows * in * out (one multiply-add = 2 FLOPs)."""
-    return 2 * rows * layer.in_features * layer.out_features
-
-
-def swiglu_flops(mlp: SwiGLU, rows: int) -> int:
-    """Fused gate/up projection and down projection of a SwiGLU applied to `rows` vectors."""
-    return linear_flops(mlp.gate_up, rows) + linear_flops(mlp.down, rows)
-
-
-def module_call_flops(module: ReasoningModule, positions: int, width: int) -> int:
-    """Matmul FLOPs of one call of a reasoning module on one example of `positions` tokens of width `width`.
-
-    Attention: QKV and output projections over the positions, plus scores (Q K^T) and values (P V), 2 * S * S * D
-    each. Token-MLP mixing: a SwiGLU along the positions, applied to each of the D channels. Then the channel SwiGLU
-    over the positions.
-    """
-    total = 0
-    for block in module.blocks:
-        if isinstance(block.mix, Attention):
-            total += linear_flops(block.mix.qkv, positions) + linear_flops(block.mix.out, positions)
-            total += 2 * (2 * positions * positions * width)
-        else:
-            total += swiglu_flops(block.mix, width)
-        total += swiglu_flops(block.mlp, positions)
-    return total
-
-
-def head_flops(net: ReasoningNetwork) -> int:
-    """lm_head over the L answer positions and q_head (when the network has one) on the first position, one example."""
-    halt = linear_flops(net.q_head, 1) if net.q_head is not None else 0
-    return linear_flops(net.lm_head, net.seq_len) + halt
-
-
-def call_flops(net: ReasoningNetwork) -> int:
-    """FLOPs of one module call per example; the latent and the answer module must cost the same."""
-    per_call = {module_call_flops(m, net.num_positions, net.hidden_size) for m in net.reasoning_modules()}
-    if len(per_call) != 1:
-        raise ValueError("the analytic counter assumes latent and answer modules of equal cost (same layers)")
-    return per_call.pop()
-
-
-def segment_flops(net: ReasoningNetwork, strategy: RecursionStrategy, progress: Progress, training: bool) -> dict:
-    """Matmul FLOPs of one segment for one example: forward of every module call and of the heads, and in training
-    a backward of 2x the forward for the calls with gradient and the heads (`strategy.module_calls`).
-
-    HRM's continue target (training only) runs one more segment forward without gradient; it is counted.
-    """
-    calls, with_grad = strategy.module_calls(progress, training)
-    per_call, heads = call_flops(net), head_flops(net)
-    forward = calls * per_call + heads
-    backward = 2 * (with_grad * per_call + heads) if training else 0
-    if training and hasattr(strategy, "continue_target"):
-        forward += calls * per_call + heads
-    return {"calls": calls, "calls_with_grad": with_grad if training else 0, "forward": forward,
-            "backward": backward, "total": forward + backward}
 
 
 # --- measurement helpers -----------------------------------------------------------------------------------------

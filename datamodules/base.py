@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -395,6 +395,7 @@ class GeneratedArrays:
         stem: Readable start of the cache file name, e.g. 'sudoku6_gmin_n20000-1000-1000_s0'.
         cache_dir: Directory for the .npz; None disables caching.
         seed: Seed of the generator.
+        distinct: What must be distinct across all pairs: the 'inputs' (default) or the 'labels'.
     """
 
     def __init__(
@@ -405,8 +406,9 @@ class GeneratedArrays:
         stem: str,
         cache_dir: str | None,
         seed: int,
+        distinct: Literal["inputs", "labels"] = "inputs",
     ) -> None:
-        self.make, self.total, self.key, self.seed = make, total, key, seed
+        self.make, self.total, self.key, self.seed, self.distinct = make, total, key, seed, distinct
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
         self.path = None if cache_dir is None else Path(cache_dir) / f"{stem}_{digest}.npz"
         self._arrays: Arrays | None = None
@@ -427,7 +429,7 @@ class GeneratedArrays:
     def prepare(self) -> None:
         """Generate and cache the data unless the cache already holds it."""
         if self.path is not None and self._load_cache() is None:
-            self._arrays = generate_distinct(self.make, self.total, self.seed)
+            self._arrays = generate_distinct(self.make, self.total, self.seed, self.distinct)
             self._save(self._arrays)
 
     def load(self) -> Arrays:
@@ -435,7 +437,7 @@ class GeneratedArrays:
         if self._arrays is None:
             self._arrays = self._load_cache()
         if self._arrays is None:
-            self._arrays = generate_distinct(self.make, self.total, self.seed)
+            self._arrays = generate_distinct(self.make, self.total, self.seed, self.distinct)
             if self.path is not None:
                 self._save(self._arrays)
         return self._arrays
@@ -448,8 +450,13 @@ def split_in_order(arrays: Arrays, train_size: int, val_size: int) -> dict[str, 
     return {"train": (inputs[:a], labels[:a]), "val": (inputs[a:b], labels[a:b]), "test": (inputs[b:], labels[b:])}
 
 
-def generate_distinct(make: Callable[[int, tuple[int, ...]], Arrays], total: int, seed: int) -> Arrays:
-    """Call `make(count, entropy)` until `total` distinct inputs exist (up to 20 rounds); first occurrences kept."""
+def generate_distinct(
+    make: Callable[[int, tuple[int, ...]], Arrays], total: int, seed: int, by: Literal["inputs", "labels"] = "inputs"
+) -> Arrays:
+    """Call `make(count, entropy)` until `total` pairs with distinct `by` rows exist (up to 20 rounds); first
+    occurrences kept. `by="labels"` makes the answers distinct (e.g. no two puzzles share a solution grid)."""
+    if by not in ("inputs", "labels"):
+        raise ValueError(f"by must be 'inputs' or 'labels', got {by!r}")
     inputs: np.ndarray | None = None
     labels: np.ndarray | None = None
     for attempt in range(20):
@@ -461,13 +468,13 @@ def generate_distinct(make: Callable[[int, tuple[int, ...]], Arrays], total: int
         q, a = make(need if attempt == 0 else need + need // 2 + 32, entropy)
         inputs = q if inputs is None else np.concatenate([inputs, q])
         labels = a if labels is None else np.concatenate([labels, a])
-        _, first = np.unique(inputs, axis=0, return_index=True)
+        _, first = np.unique(inputs if by == "inputs" else labels, axis=0, return_index=True)
         keep = np.sort(first)
         inputs, labels = inputs[keep], labels[keep]
     if inputs is None or labels is None or len(inputs) < total:
         made = 0 if inputs is None else len(inputs)
         raise ValueError(
-            f"could only make {made} distinct examples, fewer than the {total} requested; ask for fewer, or change "
-            "the size / difficulty settings"
+            f"could only make {made} examples with distinct {by}, fewer than the {total} requested; ask for fewer, "
+            "or change the size / difficulty settings"
         )
     return inputs[:total], labels[:total]

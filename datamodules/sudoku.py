@@ -361,6 +361,7 @@ class GeneratedSudoku(SudokuDataModule):
         seed: int = 0,
         cache_dir: str | None = ".cache/rr",
         hints: bool = False,
+        distinct_solutions: bool = False,
     ) -> None:
         """Configure the generated-Sudoku datamodule.
 
@@ -379,6 +380,9 @@ class GeneratedSudoku(SudokuDataModule):
             hints: Double the training set with a hinted twin of every example (Augmented HRM): the same example
                 with k of its B blanks filled from the solution, k uniform in 1..B-1. Validation and test are never
                 hinted.
+            distinct_solutions: No two puzzles of the whole set (train, val and test) share a solution grid, so no
+                held-out puzzle shares its solution with a training puzzle; False only makes the puzzles distinct.
+                (4x4 Sudoku has only 288 solution grids, which caps the total.)
         """
         super().__init__(size, augmentations, batch_size, eval_batch_size, num_workers, seed, hints)
         if givens is not None and not 0 < givens <= size * size:
@@ -390,12 +394,17 @@ class GeneratedSudoku(SudokuDataModule):
         self.train_size = train_size
         self.val_size = val_size
         self.test_size = test_size
+        self.distinct_solutions = distinct_solutions
         key = {"format": _CACHE_FORMAT, "size": size, "givens": givens, "train_size": train_size,
                "val_size": val_size, "test_size": test_size, "seed": seed}
         stem = f"sudoku{size}_g{'min' if givens is None else givens}_n{train_size}-{val_size}-{test_size}_s{seed}"
+        if distinct_solutions:  # only then: the keys and cache files of the default stay as they were
+            key["distinct_solutions"] = True
+            stem += "_ds"
         self.generated = GeneratedArrays(
             lambda count, entropy: rules.generate(size, count, givens, _entropy=entropy),
             train_size + val_size + test_size, key, stem, cache_dir, seed,
+            distinct="labels" if distinct_solutions else "inputs",
         )
         self.save_hyperparameters()
 

@@ -5,6 +5,8 @@ the batch and one optimiser step; the carry persists across batches, halted slot
 Under DDP each rank's carry holds its slice of the global batch; checkpoints hold the carry of all ranks and their RNG
 states, so a resumed run continues exactly (docs/scaling.md).
 Evaluation: every example starts fresh and runs all N_sup segments (or stops early where the strategy says so).
+Training also logs `train/flops`, the cumulative analytic matmul FLOPs of every segment so far (all ranks;
+`recursive_reasoning.flops`), saved in checkpoints, so methods compare at equal compute.
 The strategy's `depth` is logged as train/depth_H and train/depth_L, and each of its `evaluation_variants()` (named
 strategy copies, e.g. RSM's eval_depths) adds {stage}/exact_accuracy@{name}.
 """
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from datamodules.formats import PuzzleFormat
+from recursive_reasoning.flops import call_flops, segment_flops
 from recursive_reasoning.inference import Solution, TestTimeOptions, oracle_majority, solve_ensemble
 from recursive_reasoning.losses import IGNORE_LABEL_ID, sequence_loss
 from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
@@ -113,6 +116,9 @@ class RecursiveReasoner(L.LightningModule):
         ensemble: Further checkpoints (files, or directories of `LateCheckpoints` files) that validate, test and
             predict run beside this model under `test_time`, all answers voting together; `{stage}/
             oracle_majority_exact` then scores Augmented HRM's per-checkpoint majority. Not used while fitting.
+        eval_weights: Which weights of a checkpoint validate, test and predict evaluate: 'averaged' (its state_dict:
+            the EMA average when it was trained with the EMA callback) or 'live' (the un-averaged training weights the
+            EMA callback also saves): the "no EMA" ablation of the same run, whose training EMA never changes.
     """
 
     def __init__(
@@ -126,8 +132,12 @@ class RecursiveReasoner(L.LightningModule):
         supervision_schedule: Literal["carry", "batch"] = "carry",
         test_time: TestTimeOptions | None = None,
         ensemble: list[str] | None = None,
+        eval_weights: Literal["averaged", "live"] = "averaged",
     ) -> None:
         super().__init__()
+        if eval_weights not in ("averaged", "live"):
+            raise ValueError(f"unknown eval_weights {eval_weights!r}; choose 'averaged' or 'live'.")
+        self.eval_weights = eval_weights  # like test_time, not saved: how a run evaluates
         if supervision_schedule not in ("carry", "batch"):
             raise ValueError(f"unknown supervision_schedule {supervision_schedule!r}; choose 'carry' or 'batch'.")
         self.supervision_schedule = supervision_schedule
@@ -168,6 +178,8 @@ class RecursiveReasoner(L.LightningModule):
         self._checkpoint_progress: Progress | None = None
         self._resume_state: dict[str, Any] | None = None  # carry and RNG states of a checkpoint, until training starts
         self._carry_restored = False
+        self.train_flops = 0  # cumulative training FLOPs over all ranks (a Python int: counting needs no sync)
+        self._call_flops = call_flops(self.net)
         self.val_metrics = PuzzleMetrics()
         self.test_metrics = PuzzleMetrics()
         self.variants = self.strategy.evaluation_variants()
@@ -176,7 +188,8 @@ class RecursiveReasoner(L.LightningModule):
         )
         self.test_time_metrics = nn.ModuleDict(  # exact accuracies beside the selection, over labelled rows
             {f"{stage}_{name}": MeanMetric() for stage in ("val", "test")
-             for name in ("oracle_majority_exact", "exact_accuracy_label_free")}
+             for name in ("oracle_majority_exact", "exact_accuracy_label_free", "settled_fraction",
+                          "exact_accuracy_settled", "exact_accuracy_unsettled")}
         )
         self._evaluators: dict[str, Any] = {}  # the data module's task evaluators (a plain dict: not submodules)
 
@@ -217,6 +230,7 @@ class RecursiveReasoner(L.LightningModule):
         """
         progress = self.progress()
         checkpoint["rr_progress"] = {"step": progress.step, "total": progress.total}
+        checkpoint["rr_train_flops"] = self.train_flops
         fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
         if not fitting or "optimizer_states" not in checkpoint:
             return
@@ -229,8 +243,18 @@ class RecursiveReasoner(L.LightningModule):
         if check is not None:  # e.g. ARC refuses a different puzzle-id map before the weights load
             check(checkpoint)
         self._check_shapes(checkpoint.get("hyper_parameters", {}))
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if self.eval_weights == "live" and not fitting:
+            if "current_model_state" not in checkpoint:
+                raise ValueError(
+                    "eval_weights 'live' needs a checkpoint trained with the EMA callback, which saves the live "
+                    "weights beside the averaged ones; this checkpoint holds one set of weights. Drop "
+                    "--model.eval_weights"
+                )
+            checkpoint["state_dict"] = dict(checkpoint["current_model_state"])
         saved = checkpoint.get("rr_progress")
         self._checkpoint_progress = Progress(saved["step"], saved["total"]) if saved else None
+        self.train_flops = int(checkpoint.get("rr_train_flops", 0))
         if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
             self._resume_state = {"carry": checkpoint.get("rr_carry"), "rng": checkpoint.get("rr_rng")}
             self._use_this_runs_optim(checkpoint)
@@ -357,6 +381,10 @@ class RecursiveReasoner(L.LightningModule):
         out = strategy.run_segment(self.net, carry, progress, training=True)
         loss = strategy.loss(self.net, carry, out, progress, slot_mask=slot_mask)
         carry = strategy.advance(carry, out, training=True)
+        # counted after the segment: a stochastic gradient window (RSM) reports the draw this segment made
+        step_flops = segment_flops(self.net, strategy, progress, True, self._call_flops)["total"]
+        self.train_flops += step_flops * size * self.trainer.world_size
+        self.log("train/flops", float(self.train_flops), on_step=True, on_epoch=False)
         self.last_segment = SegmentOutput(out.y.detach(), out.z.detach(), out.logits.detach(),
                                           out.halt_logits.detach(), out.continue_logits.detach())
 
@@ -513,8 +541,9 @@ class RecursiveReasoner(L.LightningModule):
 
     def _test_time_step(self, batch: Batch, metrics: PuzzleMetrics, stage: str) -> None:
         """Evaluation under `test_time`: exact accuracy of the selected answers, steps used, steps run per puzzle,
-        beside a rule-checker selection the label-free vote's exact accuracy, and with a Q head the oracle
-        `oracle_majority_exact` (Augmented HRM: per checkpoint a strict majority of correct confident passes)."""
+        beside a rule-checker selection the label-free vote's exact accuracy, with a Q head the oracle
+        `oracle_majority_exact` (Augmented HRM: per checkpoint a strict majority of correct confident passes), and
+        the fraction of settled answers with the exact accuracy of the settled and of the unsettled ones."""
         solution = self._solve_with_test_time(batch)
         labels, size = batch["labels"], batch["inputs"].shape[0]
         valid = labels != IGNORE_LABEL_ID
@@ -539,6 +568,17 @@ class RecursiveReasoner(L.LightningModule):
             metric = self.test_time_metrics[f"{stage}_{name}"]
             metric.update(solved[labelled].float())
             self.log(f"{stage}/{name}", metric, on_epoch=True, batch_size=size)
+        # "settled" as a reliability signal (RSM): how often answers settle, and how often settled ones are right
+        settled = solution.settled & labelled
+        unsettled = ~solution.settled & labelled
+        subsets = {"settled_fraction": solution.settled[labelled], "exact_accuracy_settled": exact[settled],
+                   "exact_accuracy_unsettled": exact[unsettled]}
+        for name, values in subsets.items():
+            metric = self.test_time_metrics[f"{stage}_{name}"]
+            if values.numel():
+                metric.update(values.float())
+            if metric.update_count:  # a stage with no settled (or no unsettled) answer logs nothing for it
+                self.log(f"{stage}/{name}", metric, on_epoch=True, batch_size=size)
 
     def _evaluation_step(self, batch: Batch, metrics: PuzzleMetrics, stage: str) -> None:
         if self._uses_test_time():

@@ -2,8 +2,22 @@
 
 from strategies.base import Carry, LossOutput, Progress, RecursionStrategy, SegmentOutput
 from strategies.cgar import CGAR
-from strategies.hrm import HRM
+from strategies.hrm import HRM, ContinueHalting
 from strategies.rsm import RSM
 from strategies.trm import TRM
+from strategies.trm_ablations import TRMOneStepGradient, TRMWithContinueACT
 
-__all__ = ["CGAR", "HRM", "Carry", "LossOutput", "Progress", "RecursionStrategy", "RSM", "SegmentOutput", "TRM"]
+__all__ = [
+    "CGAR",
+    "HRM",
+    "Carry",
+    "ContinueHalting",
+    "LossOutput",
+    "Progress",
+    "RecursionStrategy",
+    "RSM",
+    "SegmentOutput",
+    "TRM",
+    "TRMOneStepGradient",
+    "TRMWithContinueACT",
+]

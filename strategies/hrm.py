@@ -13,7 +13,37 @@ from recursive_reasoning.network import ReasoningNetwork
 from strategies.base import Carry, Progress, RecursionStrategy, SegmentOutput
 
 
-class HRM(RecursionStrategy):
+class ContinueHalting(RecursionStrategy):
+    """HRM's Q-learning halting as a mixin: halt when q_halt > q_continue, and in training a `q_continue_loss` towards
+    the next segment's value (one extra no-gradient forward pass). The one implementation behind HRM and
+    `strategies.trm_ablations.TRMWithContinueACT`.
+
+    Combine it before the recursion class, e.g. `class MyTRM(ContinueHalting, TRM)`; it defines no recursion itself.
+    """
+
+    def halt_signal(self, out: SegmentOutput) -> Tensor:
+        """Halt where q_halt > q_continue."""
+        return out.halt_logits > out.continue_logits
+
+    @torch.no_grad()
+    def continue_target(self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress) -> Tensor:
+        """Target for q_continue [B]: the value of the next segment, run without gradient from the new carry."""
+        following = replace(carry, y=out.y.detach(), z=out.z.detach())
+        after = self.run_segment(net, following, progress, training=True)
+        last = carry.steps + 1 >= self.supervision_steps
+        best = torch.maximum(after.halt_logits, after.continue_logits)
+        return torch.sigmoid(torch.where(last, after.halt_logits, best))
+
+    def extra_loss_terms(
+        self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress
+    ) -> dict[str, Tensor]:
+        """The continue loss [B]: BCE(q_continue, `continue_target`)."""
+        target = self.continue_target(net, carry, out, progress)
+        loss = F.binary_cross_entropy_with_logits(out.continue_logits, target, reduction="none")
+        return {"q_continue_loss": loss}
+
+
+class HRM(ContinueHalting):
     """Hierarchical Reasoning Model (spec sections 4 and 5): a low-level latent module f_L and a high-level answer
     module f_H; H cycles of L latent updates followed by an answer update, with the 1-step gradient approximation.
 
@@ -64,22 +94,3 @@ class HRM(RecursionStrategy):
 
     def module_calls(self, progress: Progress, training: bool) -> tuple[int, int]:
         return self.cycles * (self.latent_steps + 1), 2
-
-    def halt_signal(self, out: SegmentOutput) -> Tensor:
-        return out.halt_logits > out.continue_logits
-
-    @torch.no_grad()
-    def continue_target(self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress) -> Tensor:
-        """Target for q_continue [B]: the value of the next segment, run without gradient from the new carry."""
-        following = replace(carry, y=out.y.detach(), z=out.z.detach())
-        after = self.run_segment(net, following, progress, training=True)
-        last = carry.steps + 1 >= self.supervision_steps
-        best = torch.maximum(after.halt_logits, after.continue_logits)
-        return torch.sigmoid(torch.where(last, after.halt_logits, best))
-
-    def extra_loss_terms(
-        self, net: ReasoningNetwork, carry: Carry, out: SegmentOutput, progress: Progress
-    ) -> dict[str, Tensor]:
-        target = self.continue_target(net, carry, out, progress)
-        loss = F.binary_cross_entropy_with_logits(out.continue_logits, target, reduction="none")
-        return {"q_continue_loss": loss}

@@ -289,3 +289,29 @@ def test_hints_double_only_the_training_set() -> None:
     batch = next(iter(hinted.train_dataloader()))
     assert rules.is_consistent(sd.decode(batch["inputs"]).numpy(), sd.decode(batch["labels"]).numpy()).all()
     assert datamodules.Sudoku(hints=True).hints and not datamodules.Sudoku().hints
+
+
+def test_distinct_solutions_share_no_solution_grid_across_the_splits(tmp_path: Path) -> None:
+    # 80 of the 288 4x4 grids: by default some puzzles share a solution (also across train and held-out splits).
+    kwargs = {"size": 4, "train_size": 60, "val_size": 10, "test_size": 10, "batch_size": 4, "seed": 3}
+    default = datamodules.GeneratedSudoku(**kwargs, cache_dir=None)
+    default.setup("fit")
+    shared = np.concatenate([default.datasets[k].solutions for k in ("train", "val", "test")])
+    assert len(np.unique(shared, axis=0)) < 80, "the default set should repeat solutions, or this test proves nothing"
+    dm = datamodules.GeneratedSudoku(**kwargs, cache_dir=None, distinct_solutions=True)
+    assert dm.hparams["distinct_solutions"] is True
+    dm.setup("fit")
+    labels = np.concatenate([dm.datasets[k].solutions for k in ("train", "val", "test")])
+    assert len(labels) == 80 and len(np.unique(labels, axis=0)) == 80
+    assert rules.valid_solutions(labels).all()
+    inputs = np.concatenate([dm.datasets[k].puzzles for k in ("train", "val", "test")])
+    assert rules.is_consistent(inputs, labels).all()
+    # The default keeps its cache key and file name; the option gets its own.
+    plain = datamodules.GeneratedSudoku(**kwargs, cache_dir=str(tmp_path))
+    distinct = datamodules.GeneratedSudoku(**kwargs, cache_dir=str(tmp_path), distinct_solutions=True)
+    assert "distinct_solutions" not in plain.generated.key and distinct.generated.key["distinct_solutions"] is True
+    assert plain.cache_path is not None and distinct.cache_path is not None
+    assert distinct.cache_path.name.startswith(plain.cache_path.name.rsplit("_", 1)[0] + "_ds_")
+    assert plain.cache_path != distinct.cache_path
+    with pytest.raises(ValueError, match="by must be"):
+        datamodules.base.generate_distinct(lambda n, e: (np.zeros((n, 1)), np.zeros((n, 1))), 1, 0, by="puzzles")

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from recursive_reasoning.flops import call_flops, segment_flops
 from recursive_reasoning.layers import SwiGLU, residual_rms_norm, rms_norm, swiglu_hidden
 from recursive_reasoning.module import RecursiveReasoner
 from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
@@ -59,19 +60,19 @@ def test_flop_counter_equals_a_hand_count() -> None:
     assert hidden == swiglu_hidden(8, 4.0) == 256
     per_call = (2 * 8 * 4 * 512 + 2 * 8 * 256 * 4) + (2 * 4 * 8 * 512 + 2 * 4 * 256 * 8)
     heads = 2 * 4 * 8 * 6 + 2 * 1 * 8 * 2  # lm_head over 4 positions, q_head on one
-    assert throughput.call_flops(net) == per_call == 98_304
+    assert call_flops(net) == per_call == 98_304
     strategy = TRM(cycles=2, latent_steps=1)  # 4 calls, the last 2 with gradient
-    train = throughput.segment_flops(net, strategy, Progress(0), training=True)
+    train = segment_flops(net, strategy, Progress(0), training=True)
     assert (train["calls"], train["calls_with_grad"]) == (4, 2)
     assert train["forward"] == 4 * per_call + heads
     assert train["backward"] == 2 * (2 * per_call + heads)
     assert train["total"] == 787_680
-    assert throughput.segment_flops(net, strategy, Progress(0), training=False)["total"] == 4 * per_call + heads
+    assert segment_flops(net, strategy, Progress(0), training=False)["total"] == 4 * per_call + heads
 
     attention = ReasoningNetwork(tiny_attention(), vocab_size=6, seq_len=4)  # S = 2 prefix + 4 tokens
     s, d = 6, 8
     expected = 2 * s * d * 3 * d + 2 * s * d * d + 2 * (2 * s * s * d) + (2 * s * d * 512 + 2 * s * 256 * d)
-    assert throughput.call_flops(attention) == expected
+    assert call_flops(attention) == expected
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -82,7 +83,7 @@ def test_flop_counter_agrees_with_torch_flop_counter_on_the_mlp_recipe(training:
     counter = FlopCounterMode(display=False)
     with counter:
         segment(net, strategy, training, size=3)
-    assert counter.get_total_flops() == 3 * throughput.segment_flops(net, strategy, Progress(0), training)["total"]
+    assert counter.get_total_flops() == 3 * segment_flops(net, strategy, Progress(0), training)["total"]
 
 
 def test_flop_counter_agrees_with_torch_on_an_attention_forward() -> None:
@@ -92,14 +93,14 @@ def test_flop_counter_agrees_with_torch_on_an_attention_forward() -> None:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         segment(net, strategy, training=False, size=2)
-    assert counter.get_total_flops() == 2 * throughput.segment_flops(net, strategy, Progress(0), False)["total"]
+    assert counter.get_total_flops() == 2 * segment_flops(net, strategy, Progress(0), False)["total"]
 
 
 def test_presets_load_with_the_documented_sizes() -> None:
     recipe = throughput.load_recipe("trm_sudoku")
     net = ReasoningNetwork(recipe.network, recipe.vocab_size, recipe.seq_len)
     assert net.num_parameters() == 5_028_866 and (recipe.vocab_size, recipe.seq_len) == (11, 81)
-    flops = throughput.segment_flops(net, recipe.strategy, Progress(0), training=True)
+    flops = segment_flops(net, recipe.strategy, Progress(0), training=True)
     assert (flops["calls"], flops["calls_with_grad"]) == (21, 7)
     demo = throughput.load_recipe("demo")
     assert (demo.vocab_size, demo.seq_len, demo.network.hidden_size) == (8, 36, 64)
