@@ -16,6 +16,9 @@ ensemble; `late_checkpoints` lists them in step order.
 
 `PredictionWriter` writes `rr predict`'s answers to one file in the run's log directory and says where.
 
+`RunSummary` writes what a run did to `rr_summary.json` in its log directory: training steps, FLOPs, seconds and
+peak memory, the validation curve, and the test metrics (what `rr bakeoff` reads).
+
 `KeepFreedMemory` keeps freed host memory in the process for reuse (`host_memory.keep_freed_memory`): faster
 training on a CPU.
 """
@@ -23,9 +26,12 @@ training on a CPU.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import re
+import resource
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -425,3 +431,83 @@ class KeepFreedMemory(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.applied is None:
             self.applied = keep_freed_memory()
+
+
+class RunSummary(L.Callback):
+    """Write `rr_summary.json` in the run's log directory: steps, cumulative training FLOPs (`train/flops`), training
+    seconds (validation excluded) and peak memory at every validation and at the end of fitting, and the metrics of
+    a test run. Rewritten atomically at each point, so a killed run leaves the last complete summary.
+
+    Args:
+        filename: Name of the summary file in `trainer.log_dir`.
+    """
+
+    def __init__(self, filename: str = "rr_summary.json") -> None:
+        self.filename = filename
+        self._summary: dict[str, Any] = {}
+        self._train_seconds = 0.0
+        self._since: float | None = None
+
+    # --- the clock: training time only -------------------------------------------------------------------------
+
+    def _pause(self) -> None:
+        if self._since is not None:
+            self._train_seconds += time.perf_counter() - self._since
+            self._since = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._summary = {"stage": "fit", "complete": False, "log_dir": trainer.log_dir, "curve": [],
+                         "start_step": trainer.global_step, "world_size": trainer.world_size}
+        self._since = time.perf_counter()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pause()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self._summary.get("stage") != "fit":
+            return
+        point = {**self._progress(trainer, pl_module), **_metrics(trainer, "val/")}
+        self._summary["curve"].append(point)
+        self._write(trainer)
+        self._since = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pause()
+        self._summary.update(self._progress(trainer, pl_module), complete=True,
+                             last_checkpoint=_last_checkpoint(trainer))
+        self._write(trainer)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._summary = {"stage": "test", "complete": True, "log_dir": trainer.log_dir,
+                         "steps": trainer.global_step, "train_flops": getattr(pl_module, "train_flops", 0),
+                         "peak_memory_mib": _peak_memory_mib(pl_module.device), **_metrics(trainer, "test/")}
+        self._write(trainer)
+
+    def _progress(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        return {"steps": trainer.global_step, "train_flops": getattr(pl_module, "train_flops", 0),
+                "train_seconds": round(self._train_seconds, 3), "peak_memory_mib": _peak_memory_mib(pl_module.device)}
+
+    def _write(self, trainer: L.Trainer) -> None:
+        if trainer.is_global_zero and trainer.log_dir is not None:
+            data = json.dumps(self._summary, indent=1).encode()
+            atomic_write(Path(trainer.log_dir) / self.filename, lambda handle: handle.write(data))
+
+
+def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float]:
+    """The trainer's logged metrics of one stage, as plain floats."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+def _last_checkpoint(trainer: L.Trainer) -> str | None:
+    """The newest checkpoint `ModelCheckpoint` wrote (its `last.ckpt` when it keeps one)."""
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        return None
+    return getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "") or None
+
+
+def _peak_memory_mib(device: torch.device) -> float:
+    """Peak memory so far: the device's peak allocation on a GPU, the process's peak resident size on a CPU."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -1,6 +1,7 @@
 """The `rr` command line: `rr fit|validate|test|predict --config configs/<recipe>.yaml` on LightningCLI, and
-`rr solve --ckpt_path ... --puzzle ...` for single puzzles (`recursive_reasoning/solve.py`), and `rr import` to convert a
-checkpoint of the public TRM / HRM / RSM code (`recursive_reasoning/import_checkpoint.py`).
+`rr solve --ckpt_path ... --puzzle ...` for single puzzles (`recursive_reasoning/solve.py`), `rr import` to convert a
+checkpoint of the public TRM / HRM / RSM code (`recursive_reasoning/import_checkpoint.py`), and `rr bakeoff` to train
+and compare a grid of recipes x seeds (`recursive_reasoning/bakeoff.py`).
 
 The model is always `RecursiveReasoner`; the recursion method is its `strategy` (class_path + init_args) and the data
 module is chosen by class_path. The data module's vocabulary, sequence length and puzzle-id count are linked into the
@@ -42,12 +43,14 @@ from recursive_reasoning.module import OptimConfig, RecursiveReasoner
 from recursive_reasoning.network import NetworkConfig
 
 _LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-_COMMANDS = {"solve": "recursive_reasoning.solve", "import": "recursive_reasoning.import_checkpoint"}
+_COMMANDS = {"solve": "recursive_reasoning.solve", "import": "recursive_reasoning.import_checkpoint",
+             "bakeoff": "recursive_reasoning.bakeoff"}
 _ALL_COMMANDS = (*_LIGHTNING_COMMANDS, *_COMMANDS)
 _DESCRIPTION = (
     "rr: tiny recursive reasoning models. Commands: fit, validate, test, predict (below), and "
     "`rr solve --ckpt_path CKPT --puzzle ...` (solve single puzzles; rr solve --help), "
-    "`rr import --source STEP --output OUT.ckpt` (convert a reference TRM/HRM/RSM checkpoint; rr import --help)."
+    "`rr import --source STEP --output OUT.ckpt` (convert a reference TRM/HRM/RSM checkpoint; rr import --help), "
+    "`rr bakeoff GRID.yaml` (train and test a grid of recipes x seeds, results and plots; rr bakeoff --help)."
 )
 # Model options a checkpoint fixes: a run that sets them differently would not be the trained model.
 _ARCHITECTURE = ("network.", "supervision_schedule")
@@ -305,7 +308,8 @@ def _check_config_files(argv: list[str]) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the `rr` console script: LightningCLI's subcommands, plus `rr solve` and `rr import`."""
+    """Entry point of the `rr` console script: LightningCLI's subcommands, plus `rr solve`, `rr import` and
+    `rr bakeoff`."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in _COMMANDS:  # plain argparse commands beside LightningCLI's
         status = importlib.import_module(_COMMANDS[argv[0]]).main(argv[1:])

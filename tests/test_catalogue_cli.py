@@ -199,7 +199,7 @@ def test_config_typo_reason_comes_first(flag: str, head: str, capsys: pytest.Cap
 def test_misspelt_command_suggests_and_lists_every_command(capsys: pytest.CaptureFixture) -> None:
     message = fail(["sovle"], capsys)
     assert "did you mean 'solve'?" in message
-    assert "fit, validate, test, predict, solve, import" in message
+    assert "fit, validate, test, predict, solve, import, bakeoff" in message
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture) -> None:
