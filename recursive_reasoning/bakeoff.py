@@ -6,8 +6,8 @@ A grid file names a base recipe (the regime: data, budget, width) and rows; a ro
 (an ablation), and may list further evaluations of the same checkpoints (test-time compute, live weights, an
 ensemble). Every (row, seed) runs in `OUT/<row>/seed<S>/`: `fit.json` and `test-<eval>.json` record finished steps,
 so a rerun skips them (resumable; a fit that finished before its record was written is adopted from its
-`rr_summary.json`). `--report` only collects what exists. Flags the grid does not know are passed to every `rr fit`
-and `rr test` (e.g. `--trainer.accelerator=gpu`). See docs/reproductions.md.
+`rr_summary.json`). `--report` only collects what exists. `--trainer.*`, `--model.*` and `--data.*` flags are passed
+to every `rr fit` and `rr test` (e.g. `--trainer.accelerator=gpu`). See docs/reproductions.md.
 
     rr bakeoff benchmarks/grids/sudoku6.yaml --jobs 2
     rr bakeoff benchmarks/grids/sudoku6.yaml --rows trm hrm --seeds 0 1 2 --report
@@ -41,6 +41,7 @@ __all__ = ["Evaluation", "Grid", "Row", "collect", "load_grid", "main", "run_gri
 SUMMARY = "rr_summary.json"
 FIELDS = ("row", "row_label", "eval", "label", "seed", "exact_accuracy", "token_accuracy", "steps", "train_flops",
           "train_seconds", "test_seconds", "peak_memory_mib")
+_PASSED_ON = ("--trainer.", "--model.", "--data.", "--config")  # flags handed to every rr fit / rr test
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -187,10 +188,46 @@ def _configs(grid: Grid, row: Row) -> list[str]:
     return flags
 
 
+def _claim(folder: Path) -> bool:
+    """Take the (row, seed) folder's lock for this process: False while another live process holds it, so two
+    `rr bakeoff` runs of one grid share the work instead of training the same run twice."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text().strip() or 0)
+                os.kill(holder, 0)
+            except (ValueError, OSError):  # unreadable, or its process is gone: a stale lock
+                lock.unlink(missing_ok=True)
+                continue
+            return holder == os.getpid()
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        return True
+    return False
+
+
 def run_job(grid: Grid, row: Row, seed: int, extra: Sequence[str], threads: int | None, dry_run: bool = False
             ) -> list[str]:
-    """Fit one (row, seed) unless done, then each evaluation not yet done; returns the failures (empty: all ran)."""
+    """Fit one (row, seed) unless done, then each evaluation not yet done; returns the failures (empty: all ran).
+    A (row, seed) another live `rr bakeoff` process is running is left to it."""
     folder = grid.out / row.id / f"seed{seed}"
+    if dry_run:
+        return _run_job(grid, row, seed, folder, extra, threads, dry_run)
+    if not _claim(folder):
+        print(f"{row.id} seed {seed}: another rr bakeoff process is running it; skipped", flush=True)
+        return []
+    try:
+        return _run_job(grid, row, seed, folder, extra, threads, dry_run)
+    finally:
+        (folder / ".lock").unlink(missing_ok=True)
+
+
+def _run_job(grid: Grid, row: Row, seed: int, folder: Path, extra: Sequence[str], threads: int | None,
+             dry_run: bool) -> list[str]:
     rr = [sys.executable, "-m", "recursive_reasoning"]
     fit_record = folder / "fit.json"
     fit = _read(fit_record)
@@ -289,8 +326,9 @@ def _groups(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dic
 def summarize(grid: Grid, records: Sequence[dict[str, Any]]) -> str:
     """A markdown table: per row and evaluation the mean +- sd over seeds, and the difference from the baseline.
 
-    A difference is called inside the noise when it is smaller than twice its standard error,
-    sqrt(sd_a^2 / n_a + sd_b^2 / n_b) (about a 95% interval; with 3 seeds a rough guide, not a test).
+    A difference is called inside the noise when it is at most twice its standard error,
+    sqrt(sd_a^2 / n_a + sd_b^2 / n_b) (about a 95% interval; with 3 seeds a rough guide, not a test); with fewer than
+    2 seeds on either side there is no noise estimate to call it by.
     """
     groups = _groups(records)
     base = groups.get((grid.baseline, "test")) if grid.baseline else None
@@ -309,7 +347,10 @@ def summarize(grid: Grid, records: Sequence[dict[str, Any]]) -> str:
             se = math.sqrt(((sd if len(exact) > 1 else 0) ** 2) / len(exact)
                            + ((base_sd if len(base_exact) > 1 else 0) ** 2) / len(base_exact))
             diff = mean - base_mean
-            verdict = "inside the noise" if len(exact) < 2 or abs(diff) <= 2 * se else "outside the noise"
+            if len(exact) < 2 or len(base_exact) < 2:
+                verdict = "too few seeds to tell"
+            else:
+                verdict = "inside the noise" if abs(diff) <= 2 * se else "outside the noise"
             delta = f"{diff:+.1f} ({verdict})"
         first = group[0]
         token = statistics.mean(100 * r["token_accuracy"] for r in group)
@@ -323,7 +364,29 @@ def summarize(grid: Grid, records: Sequence[dict[str, Any]]) -> str:
             f"{statistics.mean(r['test_seconds'] for r in group):.0f} | "
             f"{max(r['peak_memory_mib'] for r in group):.0f} |"
         )
+    lines += _further_metrics(groups)
     return "\n".join(lines) + "\n"
+
+
+_STANDARD = {"test/exact_accuracy", "test/accuracy", "test/lm_loss", "test/q_halt_accuracy", "test/steps"}
+
+
+def _further_metrics(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
+    """A second table with every other test metric a row logged (deeper evaluations, settled reliability, oracle
+    and label-free votes, steps run), mean +- sd over seeds; rates in %."""
+    lines = []
+    for (_, evaluation), group in groups.items():
+        names = sorted({k for r in group for k in r["metrics"]} - _STANDARD)
+        for name in names:
+            values = [r["metrics"][name] for r in group if name in r["metrics"]]
+            scale = 1.0 if name.endswith(("steps", "per_puzzle")) else 100.0
+            mean, sd = _mean_sd([scale * v for v in values])
+            label = group[0]["label"] if evaluation != "test" else "test"
+            lines.append(f"| {group[0]['row_label']} | {label} | {name} | {len(values)} | {mean:.1f} ± {sd:.1f} |")
+    if not lines:
+        return []
+    return ["", "| method | evaluation | further metric | seeds | mean ± sd (rates in %) |",
+            "| --- | --- | --- | --- | --- |", *lines]
 
 
 def write_results(grid: Grid, records: Sequence[dict[str, Any]], out: Path) -> list[Path]:
@@ -383,7 +446,8 @@ def plot(grid: Grid, records: Sequence[dict[str, Any]], path: Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rr bakeoff", description=__doc__.split("\n\n")[0],
-        epilog="Any other flag is passed to every rr fit and rr test, e.g. --trainer.accelerator=gpu.")
+        epilog="Flags starting with --trainer., --model., --data. or --config are passed to every rr fit and rr test, "
+               "e.g. --trainer.accelerator=gpu.")
     parser.add_argument("grid", help="grid YAML (benchmarks/grids/*.yaml)")
     parser.add_argument("--rows", nargs="+", help="row ids to run (default: all, in the grid's order)")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the grid's)")
@@ -394,6 +458,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="only collect finished runs and write the results")
     parser.add_argument("--dry-run", action="store_true", help="print the commands that would run, run nothing")
     args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-") and not a.startswith(_PASSED_ON)]
+    if unknown:
+        parser.exit(2, f"rr bakeoff: unknown option {unknown[0]}; rr bakeoff's own options are in rr bakeoff --help, "
+                       "and flags for the runs start with --trainer., --model. or --data.\n")
     try:
         grid = load_grid(args.grid)
     except (FileNotFoundError, ValueError) as error:

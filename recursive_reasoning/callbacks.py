@@ -336,7 +336,7 @@ class LateCheckpoints(L.Callback):
             return
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
-        trainer.save_checkpoint(self.directory(trainer) / f"late-step{step}.ckpt")
+        trainer.save_checkpoint(self.directory(trainer) / f"late-step{step}.ckpt", weights_only=False)
 
 
 def late_checkpoints(directory: str | Path) -> list[Path]:

@@ -162,3 +162,26 @@ def test_a_recipe_without_run_summary_gets_it_appended(tmp_path: Path) -> None:
     assert [c["class_path"] for c in callbacks].count("recursive_reasoning.callbacks.RunSummary") == 1
     shipped = bakeoff.load_grid(ROOT / "benchmarks/grids/sudoku6.yaml")
     assert not any("RunSummary" in f for f in bakeoff._configs(shipped, shipped.rows[0]))
+
+
+def test_a_run_held_by_another_live_process_is_left_to_it_and_a_stale_lock_is_taken(tmp_path: Path) -> None:
+    import subprocess
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "held").mkdir()
+        (tmp_path / "held" / ".lock").write_text(str(other.pid))
+        assert not bakeoff._claim(tmp_path / "held")
+    finally:
+        other.kill()
+        other.wait()
+    assert bakeoff._claim(tmp_path / "held"), "its process is gone: the lock is stale"
+    assert (tmp_path / "held" / ".lock").read_text() == str(__import__("os").getpid())
+    assert bakeoff._claim(tmp_path / "fresh")
+
+
+def test_an_unknown_option_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bakeoff.main([str(ROOT / "benchmarks/grids/sudoku6.yaml"), "--sed", "1", "--dry-run"])
+    assert exit_info.value.code == 2
+    assert "unknown option --sed" in capsys.readouterr().err
