@@ -48,7 +48,8 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 @dataclass
 class Evaluation:
     """One `rr test` of a row's checkpoints: extra flags (`{checkpoints}` becomes the run's checkpoint folder, as an
-    ensemble needs) and, optionally, the paper's number it stands for."""
+    ensemble needs; a `--ckpt_path` among them replaces the run's last checkpoint) and, optionally, the paper's
+    number it stands for."""
 
     id: str
     label: str
@@ -258,8 +259,9 @@ def _run_job(grid: Grid, row: Row, seed: int, folder: Path, extra: Sequence[str]
             continue
         checkpoints = str(Path(fit["last_checkpoint"]).parent)
         args = [a.replace("{checkpoints}", checkpoints) for a in evaluation.args]
+        if not any(a.startswith("--ckpt_path") for a in args):  # an evaluation may name its own checkpoint
+            args.append(f"--ckpt_path={fit['last_checkpoint']}")
         command = [*rr, "test", *_configs(grid, row), *row.args, *args, f"--seed_everything={seed}",
-                   f"--ckpt_path={fit['last_checkpoint']}",
                    f"--trainer.default_root_dir={folder / f'test-{evaluation.id}'}", *extra]
         if dry_run:
             print(" ".join(command))
