@@ -328,6 +328,7 @@ def _groups(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dic
 def summarize(grid: Grid, records: Sequence[dict[str, Any]]) -> str:
     """A markdown table: per row and evaluation the mean +- sd over seeds, and the difference from the baseline.
 
+    Two differences: of the means (unpaired), and the mean of the per-seed differences (paired, `_paired`).
     A difference is called inside the noise when it is at most twice its standard error,
     sqrt(sd_a^2 / n_a + sd_b^2 / n_b) (about a 95% interval; with 3 seeds a rough guide, not a test); with fewer than
     2 seeds on either side there is no noise estimate to call it by.
@@ -336,14 +337,18 @@ def summarize(grid: Grid, records: Sequence[dict[str, Any]]) -> str:
     base = groups.get((grid.baseline, "test")) if grid.baseline else None
     lines = [
         f"| method | evaluation | seeds | test exact % (mean ± sd) | per seed | Δ vs {grid.baseline or '-'} | "
-        "token % | paper | steps | train FLOPs | train s | test s | peak MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "paired Δ (same seeds) | paired Δ vs the row's test | token % | paper | steps | train FLOPs | train s | "
+        "test s | peak MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (row, evaluation), group in groups.items():
         exact = [100 * r["exact_accuracy"] for r in group]
         mean, sd = _mean_sd(exact)
-        delta = "-"
+        delta = paired = own = "-"
+        if evaluation != "test" and (row, "test") in groups:  # what the evaluation adds to the same checkpoints
+            own = _paired(group, groups[(row, "test")])
         if base is not None and (row, evaluation) != (grid.baseline, "test"):
+            paired = _paired(group, base)
             base_exact = [100 * r["exact_accuracy"] for r in base]
             base_mean, base_sd = _mean_sd(base_exact)
             se = math.sqrt(((sd if len(exact) > 1 else 0) ** 2) / len(exact)
@@ -358,7 +363,7 @@ def summarize(grid: Grid, records: Sequence[dict[str, Any]]) -> str:
         token = statistics.mean(100 * r["token_accuracy"] for r in group)
         lines.append(
             f"| {first['row_label']} | {first['label'] if evaluation != 'test' else 'test'} | {len(group)} | "
-            f"{mean:.1f} ± {sd:.1f} | {', '.join(f'{e:.1f}' for e in exact)} | {delta} | {token:.1f} | "
+            f"{mean:.1f} ± {sd:.1f} | {', '.join(f'{e:.1f}' for e in exact)} | {delta} | {paired} | {own} | {token:.1f} | "
             f"{first['paper'] if first['paper'] is not None else '-'} | "
             f"{statistics.mean(r['steps'] for r in group):.0f} | "
             f"{statistics.mean(r['train_flops'] for r in group):.3g} | "
@@ -368,6 +373,20 @@ def summarize(grid: Grid, records: Sequence[dict[str, Any]]) -> str:
         )
     lines += _further_metrics(groups)
     return "\n".join(lines) + "\n"
+
+
+def _paired(group: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]]) -> str:
+    """Mean +- sd of the per-seed differences from the baseline over the seeds both have: a seed fixes the initial
+    weights (for equal shapes), the data order and the exploration draws, so pairing removes that part of the noise.
+    Called outside the noise when |mean| > 2 sd / sqrt(n)."""
+    ours = {r["seed"]: 100 * r["exact_accuracy"] for r in group}
+    theirs = {r["seed"]: 100 * r["exact_accuracy"] for r in base}
+    diffs = [ours[s] - theirs[s] for s in sorted(ours.keys() & theirs.keys())]
+    if len(diffs) < 2:
+        return "too few seeds to tell"
+    mean, sd = _mean_sd(diffs)
+    verdict = "inside the noise" if abs(mean) <= 2 * sd / math.sqrt(len(diffs)) else "outside the noise"
+    return f"{mean:+.1f} ± {sd:.1f} ({verdict})"
 
 
 _STANDARD = {"test/exact_accuracy", "test/accuracy", "test/lm_loss", "test/q_halt_accuracy", "test/steps"}
