@@ -383,7 +383,7 @@ class RecursiveReasoner(L.LightningModule):
         carry = strategy.advance(carry, out, training=True)
         # counted after the segment: a stochastic gradient window (RSM) reports the draw this segment made
         step_flops = segment_flops(self.net, strategy, progress, True, self._call_flops)["total"]
-        self.train_flops += step_flops * size * self.trainer.world_size
+        self.train_flops += step_flops * size * (self.trainer.world_size if self._trainer is not None else 1)
         self.log("train/flops", float(self.train_flops), on_step=True, on_epoch=False)
         self.last_segment = SegmentOutput(out.y.detach(), out.z.detach(), out.logits.detach(),
                                           out.halt_logits.detach(), out.continue_logits.detach())

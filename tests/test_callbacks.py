@@ -233,7 +233,7 @@ def test_late_checkpoints_rule_and_directory(tmp_path: Path, monkeypatch: pytest
     def kept_steps(late: LateCheckpoints, max_steps: int, steps: list[int], start: int = 0) -> list[int]:
         saved: list[Path] = []
         trainer = SimpleNamespace(global_step=start, max_steps=max_steps, sanity_checking=False, fast_dev_run=False,
-                                  save_checkpoint=saved.append)
+                                  save_checkpoint=lambda path, weights_only=False: saved.append(path))
         late.on_train_start(trainer, None)  # type: ignore[arg-type]
         for step in steps:
             trainer.global_step = step

@@ -18,6 +18,8 @@ from strategies import TRM
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+# the slowest recipe's one-step run (RSM's maze depth; rsm_sudoku runs the same code path by default): make test-all
+SLOW_CONFIGS = {"rsm_maze"}
 
 TINY = [
     "--trainer.max_steps=1",
@@ -79,7 +81,8 @@ def data_overrides(config: Path, tmp_path: Path) -> list[str]:
     raise AssertionError(f"no tiny overrides for data module {data_class}; add them here")
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+@pytest.mark.parametrize("config", [pytest.param(c, marks=pytest.mark.slow) if c.stem in SLOW_CONFIGS else c
+                                    for c in CONFIGS], ids=[c.stem for c in CONFIGS])
 def test_every_shipped_config_trains_one_step(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # checkpoints and logs land in tmp_path
     strategy_args = yaml.safe_load(config.read_text())["model"]["strategy"].get("init_args", {})
@@ -162,6 +165,7 @@ def test_fit_then_test_from_checkpoint_end_to_end(tmp_path: Path) -> None:
     assert "test/exact_accuracy_label_free" in voted.stdout and "test/steps_run_per_puzzle" in voted.stdout
 
 
+@pytest.mark.slow  # 40-80 s; the ARC evaluator, voting and submission are tested in-process in tests/test_arc_eval.py
 def test_arc_fit_then_test_prints_pass_at_k_and_writes_a_submission(tmp_path: Path) -> None:
     config = ROOT / "configs" / "trm_arc1.yaml"
     common = [f"--config={config}", *[a for a in TINY if "max_steps" not in a and "val_check" not in a],
