@@ -430,16 +430,19 @@ def plot(grid: Grid, records: Sequence[dict[str, Any]], path: Path) -> Path:
     """Held-out exact accuracy against training FLOPs and against training seconds, one line per method.
 
     The line is the validation curve logged during training (mean over seeds at each validation, the band +- sd);
-    the marker with an error bar is the final test accuracy (mean +- sd). Further evaluations are markers only.
+    the marker with an error bar is the final test accuracy (mean +- sd). Further evaluations of the same checkpoints
+    are in the summary table, not here: one colour per method keeps the methods apart.
     """
     from recursive_reasoning.plot import Series, chart_panels
 
     flops, wall = [], []
     for (row, evaluation), group in _groups(records).items():
-        label = group[0]["row_label"] if evaluation == "test" else f"{group[0]['row_label']}: {group[0]['label']}"
+        if evaluation != "test":
+            continue
+        label = group[0]["row_label"]
         final = _mean_sd([100 * r["exact_accuracy"] for r in group])
         final_x = (statistics.mean(r["train_flops"] for r in group), statistics.mean(r["train_seconds"] for r in group))
-        curves = [r["curve"] for r in group] if evaluation == "test" else []
+        curves = [r["curve"] for r in group]
         points = min((len(c) for c in curves), default=0)
         for panel, axis, key in ((flops, 0, "train_flops"), (wall, 1, "train_seconds")):
             xs, ys, spread = [], [], []
