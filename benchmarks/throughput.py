@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 from recursive_reasoning.host_memory import keep_freed_memory
 from recursive_reasoning.flops import segment_flops
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from recursive_reasoning.optim import clip_gradients
 from strategies import RSM, Progress, RecursionStrategy
 

@@ -26,9 +26,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from datamodules import arc_rules as rules
 from datamodules.arc_eval import ARCEvaluator
-from datamodules.base import PuzzleDataModule, PuzzleDataset, save_npz_atomic
+from datamodules.base import PuzzleDataModule
+from datamodules.dataset import PuzzleDataset
 from datamodules.dihedral import SWAPS_AXES
-from datamodules.formats import ARCFormat
+from datamodules.kinds import ARCKind
+from recursive_reasoning.core.files import atomic_write
 
 __all__ = ["ARC", "ARCDataset", "PuzzleIdMap", "resolve_task_set"]
 
@@ -356,8 +358,8 @@ class ARC(PuzzleDataModule):
         meta = {"key": key, "task_names": plan["map"].task_names, "eval_task_names": plan["eval_task_names"],
                 "test_output_grids": plan["test_output_grids"]}
         arrays = {name: plan[name] for name in _PLAN_ARRAYS}
-        save_npz_atomic(path, **arrays, task_of_id=plan["map"].task_of_id, augmentations=plan["map"].augmentations,
-                        meta=json.dumps(meta))
+        atomic_write(path, lambda handle: np.savez(handle, **arrays, task_of_id=plan["map"].task_of_id,
+                                                   augmentations=plan["map"].augmentations, meta=json.dumps(meta)))
 
     @staticmethod
     def _load_plan(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -496,9 +498,9 @@ class ARC(PuzzleDataModule):
 
     # --- evaluation --------------------------------------------------------------------------------------------
 
-    def puzzle_format(self) -> ARCFormat:
+    def puzzle_format(self) -> ARCKind:
         """ARC task JSON, with this run's puzzle-id map (so `rr solve` uses a known task's own ids)."""
-        return ARCFormat(self.puzzle_map)
+        return ARCKind(self.puzzle_map)
 
     def evaluator(self, stage: str) -> ARCEvaluator:
         """A fresh voting evaluator over the examples of the 'val' or 'test' split."""

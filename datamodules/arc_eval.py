@@ -26,7 +26,7 @@ import torch
 from torchmetrics.utilities import dim_zero_cat
 
 from datamodules.arc_rules import CANVAS, COLOUR_OFFSET, crop_batch
-from datamodules.base import PuzzleEvaluator
+from datamodules.evaluator import PuzzleEvaluator
 from datamodules.dihedral import SWAPS_AXES, inverse_dihedral
 
 __all__ = ["ARCEvaluator", "restore_batch"]

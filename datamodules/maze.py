@@ -17,16 +17,12 @@ import numpy as np
 import torch
 
 from datamodules import maze_rules as rules
-from datamodules.base import (
-    GeneratedArrays,
-    PuzzleDataModule,
-    PuzzleDataset,
-    PuzzleEvaluator,
-    ensure_csv_files,
-    head_splits,
-    split_in_order,
-)
-from datamodules.formats import MazeFormat
+from datamodules.base import PuzzleDataModule
+from datamodules.dataset import PuzzleDataset
+from datamodules.evaluator import PuzzleEvaluator
+from datamodules.generated import GeneratedArrays, split_in_order
+from datamodules.sources import ensure_csv_files, head_splits
+from datamodules.kinds import MazeKind
 
 __all__ = ["GeneratedMaze", "Maze", "MazeDataModule", "MazeDataset", "PathEvaluator"]
 
@@ -129,9 +125,9 @@ class MazeDataModule(PuzzleDataModule):
         """Mazes use one puzzle id (0) for every example."""
         return 1
 
-    def puzzle_format(self) -> MazeFormat:
+    def puzzle_format(self) -> MazeKind:
         """Mazes of this side, as text '# SG'."""
-        return MazeFormat(self._side)
+        return MazeKind(self._side)
 
     def evaluator(self, stage: str) -> PathEvaluator:
         """The path checker, logged as {stage}/valid_path."""

@@ -37,8 +37,10 @@ import torch
 from datamodules import arc_rules
 from datamodules.arc import PuzzleIdMap
 from datamodules.arc_eval import ARCEvaluator
-from datamodules.base import PuzzleDataModule, PuzzleDataset, PuzzleEvaluator
-from datamodules.formats import ARCFormat, MazeFormat, PuzzleFormat, SudokuFormat
+from datamodules.base import PuzzleDataModule
+from datamodules.dataset import PuzzleDataset
+from datamodules.evaluator import PuzzleEvaluator
+from datamodules.kinds import ARCKind, MazeKind, PuzzleKind, SudokuKind
 from datamodules.maze import PathEvaluator
 
 __all__ = ["KINDS", "ReferenceArrays", "ReferenceDataset", "parse_identifier"]
@@ -430,15 +432,15 @@ class ReferenceArrays(PuzzleDataModule):
 
     # --- evaluation --------------------------------------------------------------------------------------------
 
-    def puzzle_format(self) -> PuzzleFormat | None:
+    def puzzle_format(self) -> PuzzleKind | None:
         """Sudoku 9x9, Maze N x N or ARC (with the reference's puzzle-id map); None for plain tokens."""
         kind = self.kind
         if kind == "sudoku":
-            return SudokuFormat(9)
+            return SudokuKind(9)
         if kind == "maze":
-            return MazeFormat(math.isqrt(self.seq_len))
+            return MazeKind(math.isqrt(self.seq_len))
         if kind == "arc":
-            return ARCFormat(self.puzzle_map)
+            return ARCKind(self.puzzle_map)
         return None
 
     def evaluator(self, stage: str) -> PuzzleEvaluator | None:

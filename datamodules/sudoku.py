@@ -17,15 +17,11 @@ import numpy as np
 import torch
 
 from datamodules import sudoku_rules as rules
-from datamodules.base import (
-    GeneratedArrays,
-    PuzzleDataModule,
-    PuzzleDataset,
-    ensure_csv_files,
-    head_splits,
-    split_in_order,
-)
-from datamodules.formats import SudokuFormat
+from datamodules.base import PuzzleDataModule
+from datamodules.dataset import PuzzleDataset
+from datamodules.generated import GeneratedArrays, split_in_order
+from datamodules.sources import ensure_csv_files, head_splits
+from datamodules.kinds import SudokuKind
 
 __all__ = ["GeneratedSudoku", "Sudoku", "SudokuDataModule", "SudokuDataset", "add_hints", "decode", "encode"]
 
@@ -197,9 +193,9 @@ class SudokuDataModule(PuzzleDataModule):
         """Sudoku uses one puzzle id (0) for every example."""
         return 1
 
-    def puzzle_format(self) -> SudokuFormat:
+    def puzzle_format(self) -> SudokuKind:
         """N x N Sudokus as text of digits and '.' (or '0') for blanks."""
-        return SudokuFormat(self._size)
+        return SudokuKind(self._size)
 
     def _make_dataset(self, inputs: np.ndarray, labels: np.ndarray, train: bool) -> SudokuDataset:
         return SudokuDataset(inputs, labels, self.augmentations if train else 1, self.seed, hints=self.hints and train)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from recursive_reasoning.network import ReasoningNetwork
+from recursive_reasoning.core.network import ReasoningNetwork
 from strategies import TRM, Progress
 
 

@@ -1,17 +1,8 @@
-"""rr: recursive reasoning models (TRM, HRM and successors) on PyTorch Lightning."""
+"""rr: recursive reasoning models (TRM, HRM and successors) on PyTorch Lightning.
 
-from typing import Any
+The package root imports nothing, so every floor loads on its own: `recursive_reasoning.core` (network, layers,
+losses, atomic writes) below `strategies` and `datamodules`, and the Lightning module, callbacks and commands above
+them (`recursive_reasoning.module`, `.cli`, `.solve`, ...). See docs/architecture.md.
+"""
 
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
-
-__all__ = ["NetworkConfig", "OptimConfig", "ReasoningNetwork", "RecursiveReasoner"]
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str) -> Any:
-    # The LightningModule imports `strategies`, which imports this package: load it lazily to keep imports acyclic.
-    if name in ("OptimConfig", "RecursiveReasoner"):
-        from recursive_reasoning import module
-
-        return getattr(module, name)
-    raise AttributeError(f"module 'recursive_reasoning' has no attribute {name!r}")

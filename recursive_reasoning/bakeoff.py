@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from recursive_reasoning.checkpoint_io import atomic_write
+from recursive_reasoning.core.files import atomic_write
 
 __all__ = ["Evaluation", "Grid", "Row", "collect", "load_grid", "main", "run_grid", "summarize"]
 

@@ -42,7 +42,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, EMAWeightAveraging
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from recursive_reasoning.checkpoint_io import atomic_write
+from recursive_reasoning.core.files import atomic_write
 from recursive_reasoning.host_memory import keep_freed_memory
 
 

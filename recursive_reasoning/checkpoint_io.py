@@ -1,18 +1,15 @@
 """Checkpoint I/O that never leaves a half-written file and refuses a damaged one.
 
-`atomic_write` writes to a temporary file beside the target, then renames it over the target, so a crash or a full
-disk mid-write leaves the previous file intact. `AtomicCheckpointIO` saves through it, storing a CRC-32 of every
-tensor under `rr_checksums`; `verify_checkpoint` (called by `AtomicCheckpointIO.load_checkpoint` and `rr solve`)
+`AtomicCheckpointIO` saves through `core.files.atomic_write` (temporary file, fsync, rename), so a crash or a full
+disk mid-write leaves the previous checkpoint intact, and stores a CRC-32 of every tensor under `rr_checksums`; `verify_checkpoint` (called by `AtomicCheckpointIO.load_checkpoint` and `rr solve`)
 refuses a tensor whose bytes changed since the save and non-finite weights, naming them. Checkpoints written before
 checksums existed load with a warning.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -24,63 +21,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from recursive_reasoning.core.files import atomic_write
+
 CHECKSUMS_KEY = "rr_checksums"
 WEIGHT_KEYS = ("state_dict", "current_model_state")  # the weights whose values must be finite
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it and putting it back at once: there is no getter)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _write_failure(target: Path, err: OSError) -> OSError:
-    """`err` with a message that says what failed, that the previous file is intact, and what to do."""
-    if err.errno in _NO_SPACE:
-        why = "the disk is full"
-        fix = "free space there (or point the checkpoint directory at another disk)"
-    elif err.errno in _NOT_WRITABLE:
-        why = f"its directory {target.parent} is not writable"
-        fix = "make the directory writable or choose another one"
-    else:
-        why = "the write failed"
-        fix = "check the disk"
-    message = (f"could not write {target}: {why} ({err.strerror or err}). An existing {target.name} is left as it "
-               f"was; {fix}, then resume from the last checkpoint (rr fit --ckpt_path ...)")
-    return OSError(err.errno, message)
-
-
-def atomic_write(target: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Write `target` with `write(handle)` into a temporary file beside it, fsync, then rename it over `target`.
-
-    The file gets the permissions of a plainly created one (0o666 & ~umask). On any failure the temporary file is
-    removed and `target` keeps its previous contents; an `OSError` names the file, the cause and the fix.
-    """
-    target = Path(target)
-    tmp: str | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-        tmp = None
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a power loss
-        finally:
-            os.close(directory)
-    except OSError as err:
-        raise _write_failure(target, err) from err
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def named_tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, Tensor]]:

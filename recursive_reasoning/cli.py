@@ -40,7 +40,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from recursive_reasoning.callbacks import PredictionWriter
 from recursive_reasoning.checkpoint_io import AtomicCheckpointIO
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig
+from recursive_reasoning.core.network import NetworkConfig
 
 _LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 _COMMANDS = {"solve": "recursive_reasoning.solve", "import": "recursive_reasoning.import_checkpoint",

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from recursive_reasoning.layers import Attention, ReasoningModule, SwiGLU
-from recursive_reasoning.network import ReasoningNetwork
+from recursive_reasoning.core.layers import Attention, ReasoningModule, SwiGLU
+from recursive_reasoning.core.network import ReasoningNetwork
 from strategies.base import Progress, RecursionStrategy
 
 __all__ = ["call_flops", "head_flops", "linear_flops", "module_call_flops", "segment_flops", "swiglu_flops"]

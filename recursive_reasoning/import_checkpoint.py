@@ -197,7 +197,7 @@ def _method_of_name(name: Any) -> str | None:
 
 def _puzzle_format(kind: str, seq_len: int, vocab_size: int) -> dict[str, Any]:
     """The description `rr solve` reads, for square Sudoku / maze grids of seq_len cells."""
-    from datamodules.formats import MazeFormat, SudokuFormat
+    from datamodules.kinds import MazeKind, SudokuKind
 
     side = math.isqrt(seq_len)
     if side * side != seq_len:
@@ -205,9 +205,9 @@ def _puzzle_format(kind: str, seq_len: int, vocab_size: int) -> dict[str, Any]:
     if kind == "sudoku":
         if vocab_size < side + 2:
             raise ValueError(f"a {side}x{side} Sudoku needs {side + 2} tokens, the model has {vocab_size}")
-        return SudokuFormat(side).describe()
+        return SudokuKind(side).describe()
     if kind == "maze":
-        return MazeFormat(side).describe()
+        return MazeKind(side).describe()
     raise ValueError(f"unknown puzzle format {kind!r}; choose one of {', '.join(PUZZLE_FORMATS)}")
 
 

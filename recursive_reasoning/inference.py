@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from datamodules.formats import PuzzleFormat
-from recursive_reasoning.network import ReasoningNetwork
+from datamodules.kinds import PuzzleKind
+from recursive_reasoning.core.network import ReasoningNetwork
 from strategies.base import Batch, Progress, RecursionStrategy
 
 __all__ = [
@@ -275,7 +275,7 @@ def trajectories(
     batch: Batch,
     progress: Progress,
     options: TestTimeOptions,
-    fmt: PuzzleFormat | None = None,
+    fmt: PuzzleKind | None = None,
 ) -> Candidates:
     """Run the copies x samples trajectories of one model and return their answers at the exit steps."""
     inputs, device = batch["inputs"], batch["inputs"].device
@@ -343,7 +343,7 @@ def trajectories(
 
 
 def decide(
-    inputs: Tensor, candidates: list[Candidates], options: TestTimeOptions, fmt: PuzzleFormat | None = None
+    inputs: Tensor, candidates: list[Candidates], options: TestTimeOptions, fmt: PuzzleKind | None = None
 ) -> Solution:
     """Select one answer per puzzle among the candidates of one or more models (a checkpoint ensemble).
 
@@ -411,7 +411,7 @@ def solve_with_options(
     batch: Batch,
     progress: Progress,
     options: TestTimeOptions,
-    fmt: PuzzleFormat | None = None,
+    fmt: PuzzleKind | None = None,
 ) -> Solution:
     """Solve a batch with test-time compute (see the module docstring and `TestTimeOptions`).
 
@@ -430,7 +430,7 @@ def solve_ensemble(
     members: list[tuple[ReasoningNetwork, RecursionStrategy, Progress]],
     batch: Batch,
     options: TestTimeOptions,
-    fmt: PuzzleFormat | None = None,
+    fmt: PuzzleKind | None = None,
 ) -> Solution:
     """`solve_with_options` over several models (e.g. checkpoints from the end of training): every model runs the
     same trajectories and all their answers vote together."""

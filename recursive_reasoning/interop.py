@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recursive_reasoning.layers import swiglu_hidden
-from recursive_reasoning.network import NetworkConfig
+from recursive_reasoning.core.layers import swiglu_hidden
+from recursive_reasoning.core.network import NetworkConfig
 
 _WRAPPER_PREFIXES = ("_orig_mod.", "model.")
 

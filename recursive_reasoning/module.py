@@ -27,11 +27,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from datamodules.formats import PuzzleFormat
+from datamodules.kinds import PuzzleKind
 from recursive_reasoning.flops import call_flops, segment_flops
 from recursive_reasoning.inference import Solution, TestTimeOptions, oracle_majority, solve_ensemble
-from recursive_reasoning.losses import IGNORE_LABEL_ID, sequence_loss
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.losses import IGNORE_LABEL_ID, sequence_loss
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from recursive_reasoning.optim import AdamATan2, OptimizerBundle, SignSGD, clip_gradients, reference_schedule
 from strategies.base import Batch, Carry, Progress, RecursionStrategy, SegmentOutput
 from strategies.trm import TRM
@@ -494,7 +494,7 @@ class RecursiveReasoner(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._finish_evaluation("test")
 
-    def _puzzle_format(self) -> PuzzleFormat | None:
+    def _puzzle_format(self) -> PuzzleKind | None:
         datamodule = self._trainer.datamodule if self._trainer is not None else None
         make = getattr(datamodule, "puzzle_format", None)
         return make() if make is not None else None

@@ -440,7 +440,7 @@ def _legend(canvas: Image.Image, data: list[_Clean], area: tuple[int, int, int, 
 def _save(image: Image.Image, path: str | os.PathLike) -> Path:
     """Write `image` as a PNG at `path` atomically (temporary file beside it, then a rename); parents created."""
     # checkpoint_io pulls in Lightning: import it only when a chart is written.
-    from recursive_reasoning.checkpoint_io import atomic_write
+    from recursive_reasoning.core.files import atomic_write
 
     target = Path(path)
     atomic_write(target, lambda handle: image.save(handle, format="PNG"))

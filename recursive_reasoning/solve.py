@@ -27,8 +27,9 @@ from typing import Any, get_args
 import numpy as np
 import torch
 
-from datamodules.formats import Puzzle, PuzzleFormat, format_from_description
-from recursive_reasoning.checkpoint_io import atomic_write, verify_checkpoint
+from datamodules.kinds import Puzzle, PuzzleKind, kind_from_description
+from recursive_reasoning.checkpoint_io import verify_checkpoint
+from recursive_reasoning.core.files import atomic_write
 from recursive_reasoning.inference import (
     EarlyExit,
     Perturbations,
@@ -42,7 +43,7 @@ from recursive_reasoning.module import RecursiveReasoner
 __all__ = ["load_ensemble", "load_solver", "main", "solve_puzzles", "write_trace"]
 
 
-def load_solver(path: str | Path, device: str = "cpu") -> tuple[RecursiveReasoner, PuzzleFormat]:
+def load_solver(path: str | Path, device: str = "cpu") -> tuple[RecursiveReasoner, PuzzleKind]:
     """The trained model (in eval mode) and its puzzle format from an `rr` checkpoint.
 
     Raises:
@@ -77,7 +78,7 @@ def load_solver(path: str | Path, device: str = "cpu") -> tuple[RecursiveReasone
     model = RecursiveReasoner(**checkpoint["hyper_parameters"])
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), format_from_description(description, puzzle_map)
+    return model.to(device).eval(), kind_from_description(description, puzzle_map=puzzle_map)
 
 
 def _format_from_datamodule_hparams(hparams: Any) -> dict[str, Any] | None:
@@ -96,7 +97,7 @@ def _format_from_datamodule_hparams(hparams: Any) -> dict[str, Any] | None:
 
 def solve_puzzles(
     models: RecursiveReasoner | list[RecursiveReasoner],
-    fmt: PuzzleFormat,
+    fmt: PuzzleKind,
     puzzles: list[Puzzle],
     options: TestTimeOptions,
     batch_size: int = 64,
@@ -122,7 +123,7 @@ def solve_puzzles(
     return results
 
 
-def load_ensemble(paths: list[str], device: str = "cpu") -> tuple[list[RecursiveReasoner], PuzzleFormat]:
+def load_ensemble(paths: list[str], device: str = "cpu") -> tuple[list[RecursiveReasoner], PuzzleKind]:
     """Several checkpoints of the same task (e.g. `LateCheckpoints`), checked to solve the same puzzles."""
     loaded = [load_solver(path, device) for path in paths]
     fmt = loaded[0][1]
@@ -133,7 +134,7 @@ def load_ensemble(paths: list[str], device: str = "cpu") -> tuple[list[Recursive
 
 
 def record(
-    fmt: PuzzleFormat, puzzle: Puzzle, solution: Solution, index: int, options: TestTimeOptions, members: int = 1
+    fmt: PuzzleKind, puzzle: Puzzle, solution: Solution, index: int, options: TestTimeOptions, members: int = 1
 ) -> dict:
     """The answer and its signals as plain data (the JSON / JSONL / CSV form): the puzzle echoed and the answer as
     compact strings `rr solve --puzzle` reads back, integer step counts (summed over the puzzle's trajectories)."""
@@ -162,9 +163,9 @@ def record(
     return out
 
 
-def write_trace(path: str | Path, fmt: PuzzleFormat, puzzle: Puzzle, solution: Solution, index: int) -> Path:
+def write_trace(path: str | Path, fmt: PuzzleKind, puzzle: Puzzle, solution: Solution, index: int) -> Path:
     """A PNG of the input and the decoded answer after every step, changed cells marked."""
-    from recursive_reasoning.render import filmstrip, write_png
+    from datamodules.kinds.drawing import filmstrip, write_png
 
     answers, halt = solution.trace
     steps = answers[:, index].cpu().numpy()

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recursive_reasoning.losses import sequence_loss
-from recursive_reasoning.network import ReasoningNetwork
+from recursive_reasoning.core.losses import sequence_loss
+from recursive_reasoning.core.network import ReasoningNetwork
 
 Batch = dict[str, Tensor]
 

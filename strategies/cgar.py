@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from recursive_reasoning.network import ReasoningNetwork
+from recursive_reasoning.core.network import ReasoningNetwork
 from strategies.base import Batch, Carry, Progress, SegmentOutput
 from strategies.trm import TRM
 

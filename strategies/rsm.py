@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from recursive_reasoning.network import ReasoningNetwork
+from recursive_reasoning.core.network import ReasoningNetwork
 from strategies.base import Batch, Carry, Progress, RecursionStrategy, SegmentOutput
 
 Schedule = list[tuple[float, int]]

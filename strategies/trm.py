@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from recursive_reasoning.network import ReasoningNetwork
+from recursive_reasoning.core.network import ReasoningNetwork
 from strategies.base import Progress, RecursionStrategy, SegmentOutput
 
 

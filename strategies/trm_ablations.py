@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recursive_reasoning.network import ReasoningNetwork
+from recursive_reasoning.core.network import ReasoningNetwork
 from strategies.base import Progress
 from strategies.hrm import ContinueHalting
 from strategies.trm import TRM

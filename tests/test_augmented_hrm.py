@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from datamodules import GeneratedSudoku, maze_rules, sudoku_rules
-from datamodules.formats import ARCFormat, MazeFormat, SudokuFormat
+from datamodules.kinds import ARCKind, MazeKind, SudokuKind
 from recursive_reasoning.callbacks import LateCheckpoints, late_checkpoints
 from recursive_reasoning.inference import (
     TestTimeOptions,
@@ -22,7 +22,7 @@ from recursive_reasoning.inference import (
     trajectories,
 )
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from recursive_reasoning.solve import load_ensemble
 from strategies import HRM, TRM, Progress
 
@@ -65,7 +65,7 @@ def _tiny(strategy, q_halt: float, q_continue: float) -> ReasoningNetwork:
                          ids=["HRM", "TRM"])
 def test_the_strategys_own_halting_rule_is_confidence_and_early_exit(strategy, confident: bool) -> None:
     net = _tiny(strategy, q_halt=1.0, q_continue=2.0)  # q_halt > 0 but q_halt < q_continue: only TRM halts
-    fmt = SudokuFormat(4)
+    fmt = SudokuKind(4)
     batch = {"inputs": torch.from_numpy(np.stack([fmt.parse("12..34..........")[0].inputs] * 3)),
              "puzzle_ids": torch.zeros(3, dtype=torch.long)}
     options = TestTimeOptions(copies=4, perturbations="reference")
@@ -83,7 +83,7 @@ def test_the_strategys_own_halting_rule_is_confidence_and_early_exit(strategy, c
 @pytest.mark.parametrize("size", [4, 9])
 def test_cyclic_digit_shifts_keep_a_valid_sudoku_valid_and_invert(size: int) -> None:
     puzzles, solutions = sudoku_rules.generate(size, 3, seed=2)
-    fmt, ids = SudokuFormat(size), np.zeros(3, dtype=np.int64)
+    fmt, ids = SudokuKind(size), np.zeros(3, dtype=np.int64)
     moved, moved_ids, inverse = fmt.reference_perturbations(puzzles + 1, ids, size)
     moved_solutions, _, _ = fmt.reference_perturbations(solutions + 1, ids, size)
     assert moved.shape == (size, 3, size * size) and moved_ids.shape == (size, 3)
@@ -100,7 +100,7 @@ def test_cyclic_digit_shifts_keep_a_valid_sudoku_valid_and_invert(size: int) -> 
 
 def test_maze_start_goal_swap_keeps_the_path_and_inverts() -> None:
     questions, answers = maze_rules.generate(6, 2, min_path=4, seed=0)
-    fmt, ids = MazeFormat(6), np.zeros(2, dtype=np.int64)
+    fmt, ids = MazeKind(6), np.zeros(2, dtype=np.int64)
     questions, answers = questions.astype(np.int64), answers.astype(np.int64)
     moved, _, inverse = fmt.reference_perturbations(questions, ids, 2)
     moved_answers, _, _ = fmt.reference_perturbations(answers, ids, 2)
@@ -112,7 +112,7 @@ def test_maze_start_goal_swap_keeps_the_path_and_inverts() -> None:
     with pytest.raises(ValueError, match="2 reference perturbations"):
         fmt.reference_perturbations(questions, ids, 3)
     with pytest.raises(ValueError, match="no reference perturbation set"):
-        ARCFormat().reference_perturbations(questions, ids, 2)
+        ARCKind().reference_perturbations(questions, ids, 2)
     with pytest.raises(ValueError, match="unknown perturbations"):
         TestTimeOptions(perturbations="shifts")  # type: ignore[arg-type]
 

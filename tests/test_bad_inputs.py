@@ -19,7 +19,7 @@ from conftest import require_shared
 
 from datamodules import ARC, GeneratedSudoku, Maze, Sudoku
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig
+from recursive_reasoning.core.network import NetworkConfig
 from strategies import TRM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,8 +222,8 @@ def test_import_never_overwrites_an_existing_file(tmp_path: Path) -> None:
          "arc-json"],
 )
 def test_bad_puzzles_are_named(fmt: str, text: str, message: str) -> None:
-    from datamodules.formats import ARCFormat, MazeFormat, SudokuFormat
+    from datamodules.kinds import ARCKind, MazeKind, SudokuKind
 
-    formats = {"sudoku": SudokuFormat(4), "maze": MazeFormat(4), "arc": ARCFormat()}
+    formats = {"sudoku": SudokuKind(4), "maze": MazeKind(4), "arc": ARCKind()}
     with pytest.raises(ValueError, match=message):
         formats[fmt].parse(text)

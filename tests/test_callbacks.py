@@ -19,7 +19,7 @@ from datamodules import GeneratedSudoku
 from recursive_reasoning.callbacks import EMA, LateCheckpoints, late_checkpoints, live_parameter_names
 from recursive_reasoning.checkpoint_io import AtomicCheckpointIO
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig
+from recursive_reasoning.core.network import NetworkConfig
 from strategies import TRM
 
 TABLE = "net.puzzle_embedding.weight"

@@ -17,10 +17,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 import recursive_reasoning.checkpoint_io as checkpoint_io
 from datamodules import GeneratedSudoku
 from recursive_reasoning.callbacks import EMA, LatestRun
-from recursive_reasoning.checkpoint_io import CHECKSUMS_KEY, AtomicCheckpointIO, atomic_write, verify_checkpoint
+from recursive_reasoning.checkpoint_io import CHECKSUMS_KEY, AtomicCheckpointIO, verify_checkpoint
+from recursive_reasoning.core.files import atomic_write
 from recursive_reasoning.cli import main
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig
+from recursive_reasoning.core.network import NetworkConfig
 from recursive_reasoning.solve import load_solver
 from strategies import TRM
 

@@ -19,12 +19,12 @@ import pytest
 import torch
 
 from datamodules import GeneratedSudoku
-from datamodules.formats import ARCFormat, MazeFormat, SudokuFormat
+from datamodules.kinds import ARCKind, MazeKind, SudokuKind
 from datamodules.maze import GeneratedMaze
 from datamodules.sudoku_rules import format_grid, generate
 from recursive_reasoning.cli import main
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig
+from recursive_reasoning.core.network import NetworkConfig
 from strategies import TRM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,17 +84,17 @@ def strings(size: int, count: int, seed: int = 3) -> list[str]:
 @pytest.mark.parametrize(
     ("fmt", "text", "message"),
     [
-        (SudokuFormat(4), "11..............", "digit 1 appears 2 times in row 1 (columns 1, 2)"),
-        (SudokuFormat(4), "..3.......3.....", "digit 3 appears 2 times in column 3 (rows 1, 3)"),
-        (SudokuFormat(4), "2....2..........", "digit 2 appears 2 times in box 1 (rows 1-2, columns 1-2)"),
-        (SudokuFormat(6), "...5.......5" + "." * 24, "digit 5 appears 2 times in box 2 (rows 1-2, columns 4-6)"),
-        (SudokuFormat(9), "9" * 3 + "." * 78, "digit 9 appears 3 times in row 1 (columns 1, 2, 3)"),
-        (MazeFormat(4), "S# G\n#   \n    \n    ", "G (row 0, column 3) cannot be reached from S (row 0, column 0)"),
-        (MazeFormat(4), "    \n    \n    \n   G", "exactly one start S, found 0; mark one cell S"),
-        (MazeFormat(4), "S  G\n    \n    \n   G", "exactly one goal G, found 2 (at row 0, column 3; row 3, column 3); "
+        (SudokuKind(4), "11..............", "digit 1 appears 2 times in row 1 (columns 1, 2)"),
+        (SudokuKind(4), "..3.......3.....", "digit 3 appears 2 times in column 3 (rows 1, 3)"),
+        (SudokuKind(4), "2....2..........", "digit 2 appears 2 times in box 1 (rows 1-2, columns 1-2)"),
+        (SudokuKind(6), "...5.......5" + "." * 24, "digit 5 appears 2 times in box 2 (rows 1-2, columns 4-6)"),
+        (SudokuKind(9), "9" * 3 + "." * 78, "digit 9 appears 3 times in row 1 (columns 1, 2, 3)"),
+        (MazeKind(4), "S# G\n#   \n    \n    ", "G (row 0, column 3) cannot be reached from S (row 0, column 0)"),
+        (MazeKind(4), "    \n    \n    \n   G", "exactly one start S, found 0; mark one cell S"),
+        (MazeKind(4), "S  G\n    \n    \n   G", "exactly one goal G, found 2 (at row 0, column 3; row 3, column 3); "
                                                  "keep one G"),
-        (ARCFormat(), "{}", "holds no ARC task (an empty JSON object)"),
-        (ARCFormat(), '{"train": [{"input": [[1]], "output": [[2]]}], "test": []}', "task t has no test inputs"),
+        (ARCKind(), "{}", "holds no ARC task (an empty JSON object)"),
+        (ARCKind(), '{"train": [{"input": [[1]], "output": [[2]]}], "test": []}', "task t has no test inputs"),
     ],
     ids=["sudoku-row", "sudoku-column", "sudoku-box", "sudoku6-box", "sudoku9-triple", "maze-no-path",
          "maze-no-start", "maze-two-goals", "arc-empty-object", "arc-no-test-inputs"],
@@ -120,7 +120,7 @@ def test_an_arc_file_of_an_empty_object_is_refused(tmp_path: Path) -> None:
     task = tmp_path / "task.json"
     task.write_text("{}")
     with pytest.raises(ValueError, match=r"task.json: task: holds no ARC task"):
-        ARCFormat().read_file(task)
+        ARCKind().read_file(task)
 
 
 # --- 2. messages that misled ------------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def test_an_arc_file_of_an_empty_object_is_refused(tmp_path: Path) -> None:
 def test_a_29_line_maze_names_the_line_count() -> None:
     maze = "\n".join(["S" + " " * 29] + [" " * 30] * 27 + [" " * 29 + "G"])
     with pytest.raises(ValueError, match="maze has 29 lines; a 30x30 maze needs 30 lines of 30 characters"):
-        MazeFormat(30).parse(maze)
+        MazeKind(30).parse(maze)
 
 
 @pytest.mark.parametrize(
@@ -197,20 +197,20 @@ def test_a_gzipped_puzzle_file_is_read(checkpoints: dict[str, Path], tmp_path: P
 
 def test_the_printed_grid_and_text_output_read_back(checkpoints: dict[str, Path], tmp_path: Path, capsys) -> None:
     puzzle = strings(4, 1)[0]
-    grid = format_grid(SudokuFormat(4).parse(puzzle)[0].inputs - 1)
+    grid = format_grid(SudokuKind(4).parse(puzzle)[0].inputs - 1)
     status, out, _ = run(["--ckpt_path", str(checkpoints["sudoku4"]), "--puzzle", grid, "--json"], capsys)
     assert status == 0 and json.loads(out)["input"] == puzzle
     report = tmp_path / "report.txt"
     report.write_text(f"puzzle: puzzle\n{grid}\nrule checker: fails\n\n{grid}\n")
-    assert [p.inputs.tolist() for p in SudokuFormat(4).read_file(report)] == [
-        SudokuFormat(4).parse(puzzle)[0].inputs.tolist()] * 2
+    assert [p.inputs.tolist() for p in SudokuKind(4).read_file(report)] == [
+        SudokuKind(4).parse(puzzle)[0].inputs.tolist()] * 2
     half = tmp_path / "half.txt"
     half.write_text("\n".join(grid.splitlines()[:2]) + "\n")
     with pytest.raises(ValueError, match="half.txt:1: a grid of 2 rows; a 4x4 Sudoku needs 4 rows of 4 cells"):
-        SudokuFormat(4).read_file(half)
+        SudokuKind(4).read_file(half)
     half.write_text("1.3:............\n")  # not a report line: refused, not skipped
     with pytest.raises(ValueError, match="half.txt:1: puzzle has invalid character ':' at position 3"):
-        SudokuFormat(4).read_file(half)
+        SudokuKind(4).read_file(half)
 
 
 def test_an_unreadable_file_is_named(checkpoints: dict[str, Path], tmp_path: Path, monkeypatch, capsys) -> None:
@@ -316,15 +316,15 @@ def test_machine_outputs_carry_compact_answers_the_input_and_integer_steps(check
 
 @pytest.mark.parametrize(
     ("fmt", "text"),
-    [(SudokuFormat(4), "1234341221434321"), (MazeFormat(4), "S  #\n## #\n   #\n G  "),
-     (ARCFormat(), '{"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[3, 0], [0, 4]]}]}')],
+    [(SudokuKind(4), "1234341221434321"), (MazeKind(4), "S  #\n## #\n   #\n G  "),
+     (ARCKind(), '{"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[3, 0], [0, 4]]}]}')],
     ids=["sudoku", "maze", "arc"],
 )
 def test_the_compact_form_reads_back(fmt, text: str) -> None:
     tokens = fmt.parse(text)[0].inputs
     compact = fmt.compact(tokens)
     assert "\n" not in compact and "|" not in compact
-    again = compact if fmt.kind != "arc" else json.dumps({"train": [{"input": [[1]], "output": [[2]]}],
+    again = compact if fmt.name != "arc" else json.dumps({"train": [{"input": [[1]], "output": [[2]]}],
                                                          "test": [{"input": json.loads(compact)}]})
     assert np.array_equal(fmt.parse(again)[0].inputs, tokens)
 
@@ -363,20 +363,20 @@ def test_a_wrong_solution_column_is_named(tmp_path: Path) -> None:
     source = tmp_path / "labelled.csv"
     source.write_text("puzzle,solution\n1...............,1234341221434.21\n")
     with pytest.raises(ValueError, match=r"labelled.csv:2: solution: the solution has a blank at position 13"):
-        SudokuFormat(4).read_file(source)
+        SudokuKind(4).read_file(source)
     source.write_text("puzzle,solution\n1...............,2143341212344321\n")
     with pytest.raises(ValueError, match="the solution changes the given at position 0"):
-        SudokuFormat(4).read_file(source)
+        SudokuKind(4).read_file(source)
 
 
 # --- 5. sample puzzles and the README's solve commands -----------------------------------------------------------
 
 @pytest.mark.parametrize(
     ("name", "fmt", "count", "labelled"),
-    [("sudoku4.txt", SudokuFormat(4), 3, False), ("sudoku6.txt", SudokuFormat(6), 4, False),
-     ("sudoku9.txt", SudokuFormat(9), 3, False), ("sudoku6_labelled.csv", SudokuFormat(6), 4, True),
-     ("sudoku9_labelled.csv", SudokuFormat(9), 3, True), ("maze30.txt", MazeFormat(30), 2, False),
-     ("maze30_labelled.csv", MazeFormat(30), 2, True), ("arc_mirror.json", ARCFormat(), 1, True)],
+    [("sudoku4.txt", SudokuKind(4), 3, False), ("sudoku6.txt", SudokuKind(6), 4, False),
+     ("sudoku9.txt", SudokuKind(9), 3, False), ("sudoku6_labelled.csv", SudokuKind(6), 4, True),
+     ("sudoku9_labelled.csv", SudokuKind(9), 3, True), ("maze30.txt", MazeKind(30), 2, False),
+     ("maze30_labelled.csv", MazeKind(30), 2, True), ("arc_mirror.json", ARCKind(), 1, True)],
 )
 def test_every_sample_puzzle_file_reads(name: str, fmt, count: int, labelled: bool) -> None:
     puzzles = fmt.read_file(PUZZLES / name)
@@ -405,5 +405,5 @@ def test_every_readme_solve_command_runs(checkpoints: dict[str, Path], tmp_path:
         assert status == 0, (args, err[-2000:])
         assert out.strip()
     assert os.listdir(tmp_path)  # the commands that write answers or traces wrote them here
-    assert np.array_equal(SudokuFormat(6).read_file(PUZZLES / "sudoku6.txt")[0].inputs,
-                          SudokuFormat(6).parse(".2..45..6..2..4.6.2....3..........36")[0].inputs)
+    assert np.array_equal(SudokuKind(6).read_file(PUZZLES / "sudoku6.txt")[0].inputs,
+                          SudokuKind(6).parse(".2..45..6..2..4.6.2....3..........36")[0].inputs)

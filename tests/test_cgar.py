@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_batch
 
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from strategies import CGAR, TRM, Carry, Progress, SegmentOutput
 from strategies.cgar import curriculum_call_fraction
 

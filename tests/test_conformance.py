@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from strategies import HRM, RSM, TRM, Progress, RecursionStrategy
 from strategies.conformance import check_gradient_window, check_strategy
 

@@ -51,7 +51,7 @@ def test_rsm_depth_schedule_is_averaged() -> None:
     steps = 14_968
     mean = table.mean_step_flops("rsm_sudoku", steps)
     recipe = table.load_recipe("rsm_sudoku")
-    from recursive_reasoning.network import ReasoningNetwork
+    from recursive_reasoning.core.network import ReasoningNetwork
 
     net = ReasoningNetwork(recipe.network, recipe.vocab_size, recipe.seq_len)
     strategy = recipe.strategy

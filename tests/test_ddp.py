@@ -21,7 +21,7 @@ import torch
 
 from datamodules import GeneratedSudoku
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig
+from recursive_reasoning.core.network import NetworkConfig
 from strategies import CGAR, HRM, RSM, TRM
 
 STEPS = 6

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from strategies import Progress
 from strategies.conformance import check_strategy
 

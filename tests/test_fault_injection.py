@@ -26,7 +26,7 @@ from datamodules import GeneratedSudoku
 from recursive_reasoning.callbacks import EMA
 from recursive_reasoning.checkpoint_io import AtomicCheckpointIO
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig
+from recursive_reasoning.core.network import NetworkConfig
 from strategies import TRM
 
 STEPS = 12

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from conftest import tiny_batch
 
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from strategies import HRM, Progress
 
 

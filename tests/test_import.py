@@ -15,6 +15,7 @@ from conftest import require_shared
 from test_parity import ALL_VECTORS, as_batch, check_evaluation_segments
 from test_parity_rsm import RSM_VECTORS, check_evaluation
 
+from datamodules.kinds import SudokuKind
 from recursive_reasoning.cli import main
 from recursive_reasoning.module import RecursiveReasoner
 from recursive_reasoning.solve import load_solver
@@ -147,7 +148,7 @@ def test_puzzle_format_lets_rr_solve_load_the_checkpoint(tmp_path: Path) -> None
     main(["import", "--source", str(reference_checkpoint(tmp_path, "trm_mlpt_nopos")), "--output", str(output),
           "--H_cycles", "3", "--L_cycles", "6", "--halt_max_steps", "4", "--puzzle_format", "sudoku"])
     model, fmt = load_solver(output)
-    assert fmt.describe() == {"kind": "sudoku", "size": 4} and model.net.seq_len == 16
+    assert fmt.describe() == SudokuKind(4).describe() and model.net.seq_len == 16
 
 
 def test_refuses_a_state_dict_that_is_not_a_reference_checkpoint(tmp_path: Path, capsys) -> None:

@@ -12,9 +12,9 @@ import torch
 from conftest import require_shared
 
 from datamodules import arc_rules
-from datamodules.formats import ARCFormat, MazeFormat, SudokuFormat
+from datamodules.kinds import ARCKind, MazeKind, SudokuKind
 from recursive_reasoning.inference import LatentNoise, TestTimeOptions, exit_steps, select, solve_with_options
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from strategies import CGAR, HRM, RSM, TRM, Progress
 
 
@@ -63,7 +63,7 @@ def test_sudoku_symmetries_keep_validity_and_invert(size: int) -> None:
     from datamodules.sudoku_rules import generate
 
     puzzles, solutions = generate(size, 3, seed=1)
-    fmt = SudokuFormat(size)
+    fmt = SudokuKind(size)
     moved, ids, inverse = fmt.transforms(puzzles + 1, np.zeros(3, dtype=np.int64), 6, np.random.default_rng(0))
     assert moved.shape == (6, 3, size * size) and ids.shape == (6, 3)
     np.testing.assert_array_equal(moved[0], puzzles + 1)
@@ -75,9 +75,9 @@ def test_sudoku_symmetries_keep_validity_and_invert(size: int) -> None:
 
 def test_maze_dihedral_copies_invert() -> None:
     line = gzip.open(require_shared("data/maze-30x30-hard-1k/test.csv.gz"), "rt").read().splitlines()[1].split(",")
-    fmt = MazeFormat(30)
+    fmt = MazeKind(30)
     maze = fmt.parse(line[1])[0].inputs
-    answer = MazeFormat(30).parse(line[1])[0].inputs.copy()
+    answer = MazeKind(30).parse(line[1])[0].inputs.copy()
     answer[:] = np.frombuffer(line[2].encode(), dtype=np.uint8)
     answer = np.select([answer == ord(ch) for ch in "# SGo"], [1, 2, 3, 4, 5])
     moved, _, inverse = fmt.transforms(np.stack([maze, maze]), np.zeros(2, dtype=np.int64), 8, None)
@@ -92,7 +92,7 @@ def test_maze_dihedral_copies_invert() -> None:
 def test_arc_copies_map_back_to_the_original_frame() -> None:
     with gzip.open(require_shared("data/arc-agi-1/evaluation.json.gz"), "rt") as f:
         task = json.load(f)["00576224"]
-    fmt = ARCFormat()
+    fmt = ARCKind()
     puzzles = fmt.parse(json.dumps(task), name="00576224")
     assert len(puzzles) == 1 and puzzles[0].labels is not None
     inputs = np.stack([p.inputs for p in puzzles])
@@ -129,7 +129,7 @@ def test_latent_noise_changes_the_trajectory_reproducibly() -> None:
 )
 def test_every_strategy_runs_every_option(strategy) -> None:
     net = _tiny(strategy)
-    fmt = SudokuFormat(4)
+    fmt = SudokuKind(4)
     inputs = torch.from_numpy(np.stack([fmt.parse("12..34..........")[0].inputs] * 2))
     batch = {"inputs": inputs, "puzzle_ids": torch.zeros(2, dtype=torch.long)}
     plain = solve_with_options(net, strategy, batch, Progress(0), TestTimeOptions(), fmt)
@@ -156,7 +156,7 @@ def test_maze_files_hold_mazes_as_lines_or_rows(tmp_path) -> None:
     from datamodules import maze_rules
 
     q, _ = maze_rules.generate(6, 2, min_path=4, seed=0)
-    fmt = MazeFormat(6)
+    fmt = MazeKind(6)
     text = maze_rules.format_maze(q[0], lines=True) + "\n\n" + maze_rules.format_maze(q[1]) + "\n"
     (tmp_path / "mazes.txt").write_text(text)
     puzzles = fmt.read_file(tmp_path / "mazes.txt")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recursive_reasoning.losses import sequence_loss, softmax_cross_entropy, stablemax_cross_entropy
+from recursive_reasoning.core.losses import sequence_loss, softmax_cross_entropy, stablemax_cross_entropy
 
 
 def _s(x: float) -> float:

@@ -10,7 +10,7 @@ import torch
 
 from datamodules import GeneratedSudoku
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig
+from recursive_reasoning.core.network import NetworkConfig
 from strategies import CGAR, TRM, Progress
 
 NETWORK = NetworkConfig(hidden_size=16, num_heads=2, num_layers=1, puzzle_emb_len=0)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from recursive_reasoning.layers import rms_norm, swiglu_hidden, trunc_normal_
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.layers import rms_norm, swiglu_hidden, trunc_normal_
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import torch
 from conftest import require_shared
 
 from recursive_reasoning.interop import load_reference_weights, network_config_from_reference, reference_key_to_ours
-from recursive_reasoning.network import ReasoningNetwork
+from recursive_reasoning.core.network import ReasoningNetwork
 from strategies import HRM, TRM, Progress
 
 pytestmark = pytest.mark.usefixtures("one_thread")

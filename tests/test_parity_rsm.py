@@ -17,7 +17,7 @@ from conftest import require_shared
 from test_parity import as_batch, assert_close
 
 from recursive_reasoning.interop import load_reference_weights, network_config_from_reference, reference_key_to_ours
-from recursive_reasoning.network import ReasoningNetwork
+from recursive_reasoning.core.network import ReasoningNetwork
 from strategies import RSM, Progress
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -21,6 +21,7 @@ from datamodules.dihedral import dihedral
 from datamodules.maze import PathEvaluator, read_maze_csv
 from datamodules.reference_arrays import parse_identifier
 from datamodules.sudoku import _read_grids, decode
+from datamodules.kinds import ARCKind, MazeKind, SudokuKind
 from recursive_reasoning.cli import main
 
 DATA = Path(__file__).parent / "data" / "reference"
@@ -46,7 +47,7 @@ def test_sudoku_reads_back_the_csv_rows_in_rr_encoding() -> None:
     module = ReferenceArrays(str(SUDOKU), batch_size=4)
     module.setup()
     assert (module.kind, module.vocab_size, module.seq_len, module.num_puzzle_ids) == ("sudoku", 11, 81, 1)
-    assert module.puzzle_format().describe() == {"kind": "sudoku", "size": 9}
+    assert module.puzzle_format().describe() == SudokuKind(9).describe()
     assert module.evaluator("val") is None
     test = items(module, "test")
     assert torch.equal(test["inputs"], torch.from_numpy(questions[20:30] + 1).long())  # rr: 1 blank, 2..10 digits
@@ -69,7 +70,7 @@ def test_maze_reads_back_the_csv_rows_and_the_reference_dihedral_order() -> None
     module = ReferenceArrays(str(MAZE), batch_size=4)
     module.setup()
     assert (module.kind, module.vocab_size, module.seq_len, module.num_puzzle_ids) == ("maze", 6, 900, 1)
-    assert module.puzzle_format().describe() == {"kind": "maze", "side": 30}
+    assert module.puzzle_format().describe() == MazeKind(30).describe()
     test = items(module, "test")
     assert np.array_equal(test["inputs"].numpy(), test_q) and np.array_equal(test["labels"].numpy(), test_a)
     train = items(module, "train")
@@ -169,7 +170,7 @@ def test_arc_reads_hrm_names_and_guards_checkpoints(tmp_path: Path) -> None:
     module = ReferenceArrays(str(path))
     assert module.puzzle_map.difference(trm) is None
     state = module.state_dict()
-    assert state["puzzle_format"] == {"kind": "arc"} and PuzzleIdMap.from_state_dict(state["puzzle_map"])
+    assert state["puzzle_format"] == ARCKind().describe() and PuzzleIdMap.from_state_dict(state["puzzle_map"])
     module.check_checkpoint({"ReferenceArrays": state})
     module.check_checkpoint({"state_dict": {}})  # e.g. `rr import` of a reference checkpoint: ids taken as they are
     swapped = list(hrm)
@@ -215,7 +216,7 @@ def test_fit_from_the_cli_on_a_reference_sudoku_directory(tmp_path: Path) -> Non
     main(["fit", "--config", str(tmp_path / "config.yaml")])
     [checkpoint] = tmp_path.rglob("*.ckpt")
     saved = torch.load(checkpoint, weights_only=True)
-    assert saved["ReferenceArrays"]["puzzle_format"] == {"kind": "sudoku", "size": 9}
+    assert saved["ReferenceArrays"]["puzzle_format"] == SudokuKind(9).describe()
     assert saved["global_step"] == 3 and saved["hyper_parameters"]["vocab_size"] == 11
 
 

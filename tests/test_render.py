@@ -1,4 +1,4 @@
-"""Tests of recursive_reasoning.render: PNG encoding, the bitmap font, Sudoku / colour frames and the filmstrip."""
+"""Tests of datamodules.kinds.drawing: PNG encoding, the bitmap font, Sudoku / colour frames and the filmstrip."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recursive_reasoning import render
-from recursive_reasoning.render import (
+from datamodules.kinds import drawing as render
+from datamodules.kinds.drawing import (
     ARC_PALETTE,
     BLACK,
     BLUE,

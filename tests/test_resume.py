@@ -15,10 +15,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules import GeneratedSudoku
-from datamodules.base import GlobalBatchSampler
+from datamodules.loaders import GlobalBatchSampler
 from recursive_reasoning.callbacks import EMA
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig
+from recursive_reasoning.core.network import NetworkConfig
 from recursive_reasoning.optim import AdamATan2, OptimizerBundle, SignSGD
 from strategies import TRM
 

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from recursive_reasoning.callbacks import DepthGrowthCallback
 from recursive_reasoning.module import RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from recursive_reasoning.optim import AdamATan2
 from strategies import RSM, Progress
 from strategies.rsm import MAZE_H_SCHEDULE, MAZE_L_SCHEDULE, settle_signals, sudoku_rule_checker

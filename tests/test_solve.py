@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from datamodules import GeneratedSudoku
-from datamodules.formats import SudokuFormat
+from datamodules.kinds import SudokuKind
 from datamodules.sudoku_rules import generate
 from recursive_reasoning.cli import main
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig
-from recursive_reasoning.render import read_png_size
+from recursive_reasoning.core.network import NetworkConfig
+from datamodules.kinds.drawing import read_png_size
 from recursive_reasoning.solve import load_solver
 from strategies import TRM
 
@@ -72,13 +72,13 @@ def test_one_puzzle_prints_the_models_answer_and_signals(checkpoint: Path, capsy
 
 
 def test_trace_is_a_png_of_the_expected_size(checkpoint: Path, tmp_path: Path, capsys) -> None:
-    from recursive_reasoning.render import filmstrip
+    from datamodules.kinds.drawing import filmstrip
 
     trace = tmp_path / "trace.png"
     status, out, _ = run(["--ckpt_path", str(checkpoint), "--puzzle", puzzle_strings(1)[0], "--steps", "5",
                           "--trace", str(trace)], capsys)
     assert status == 0 and f"trace: {trace}" in out
-    frame = SudokuFormat(4).frame(np.ones(16, dtype=np.int64), np.ones(16, dtype=np.int64), None)
+    frame = SudokuKind(4).frame(np.ones(16, dtype=np.int64), np.ones(16, dtype=np.int64), None)
     expected = filmstrip([frame] * 6, ["input"] + [f"step {s} q 0.00" for s in range(1, 6)], title="puzzle", per_row=9)
     assert read_png_size(trace) == (expected.shape[1], expected.shape[0])
     assert trace.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -314,4 +314,4 @@ def test_distinct_solutions_share_no_solution_grid_across_the_splits(tmp_path: P
     assert distinct.cache_path.name.startswith(plain.cache_path.name.rsplit("_", 1)[0] + "_ds_")
     assert plain.cache_path != distinct.cache_path
     with pytest.raises(ValueError, match="by must be"):
-        datamodules.base.generate_distinct(lambda n, e: (np.zeros((n, 1)), np.zeros((n, 1))), 1, 0, by="puzzles")
+        datamodules.generated.generate_distinct(lambda n, e: (np.zeros((n, 1)), np.zeros((n, 1))), 1, 0, by="puzzles")

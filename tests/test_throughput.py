@@ -15,9 +15,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from recursive_reasoning.flops import call_flops, segment_flops
-from recursive_reasoning.layers import SwiGLU, residual_rms_norm, rms_norm, swiglu_hidden
+from recursive_reasoning.core.layers import SwiGLU, residual_rms_norm, rms_norm, swiglu_hidden
 from recursive_reasoning.module import RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from strategies import TRM, Progress
 
 

@@ -15,7 +15,7 @@ from recursive_reasoning.callbacks import EMA
 from recursive_reasoning.flops import segment_flops
 from recursive_reasoning.inference import TestTimeOptions
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig
+from recursive_reasoning.core.network import NetworkConfig
 from strategies import CGAR, RSM, TRM, Progress
 
 NETWORK = NetworkConfig(hidden_size=16, num_heads=2, num_layers=1, puzzle_emb_len=0)

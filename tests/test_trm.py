@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import tiny_batch
 
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from strategies import TRM, Progress
 
 

@@ -13,7 +13,7 @@ from conftest import tiny_batch
 
 from datamodules import GeneratedSudoku
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
-from recursive_reasoning.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from strategies import HRM, TRM, Progress, RecursionStrategy, TRMOneStepGradient, TRMWithContinueACT
 from strategies.conformance import check_strategy
 from strategies.hrm import ContinueHalting

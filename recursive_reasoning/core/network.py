@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recursive_reasoning.layers import (
+from recursive_reasoning.core.layers import (
     AttentionBackend,
     Block,
     Mixer,
