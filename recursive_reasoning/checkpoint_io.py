@@ -12,9 +12,8 @@ import os
 import pickle
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO

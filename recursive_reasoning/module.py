@@ -13,15 +13,13 @@ strategy copies, e.g. RSM's eval_depths) adds {stage}/exact_accuracy@{name}.
 
 from __future__ import annotations
 
-import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import numpy as np
 import torch
-import torch.distributed as dist
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
@@ -32,69 +30,11 @@ from recursive_reasoning.flops import call_flops, segment_flops
 from recursive_reasoning.inference import Solution, TestTimeOptions, oracle_majority, solve_ensemble
 from recursive_reasoning.core.losses import IGNORE_LABEL_ID, sequence_loss
 from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
-from recursive_reasoning.optim import AdamATan2, OptimizerBundle, SignSGD, clip_gradients, reference_schedule
+from recursive_reasoning.metrics import PuzzleMetrics
+from recursive_reasoning.optim import AdamATan2, OptimConfig, OptimizerBundle, SignSGD, clip_gradients, reference_schedule
+from recursive_reasoning.resume import carry_slice, carry_state, gathered_objects, rng_states, set_rng_states
 from strategies.base import Batch, Carry, Progress, RecursionStrategy, SegmentOutput
 from strategies.trm import TRM
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser and schedule (spec section 6).
-
-    Args:
-        lr: Peak learning rate of AdamATan2.
-        weight_decay: Decoupled weight decay of AdamATan2.
-        betas: Adam moment decay rates (b1, b2).
-        warmup_steps: Linear warmup, in optimiser steps: update k (from 1) runs at lr * k / warmup_steps until the
-            peak at update warmup_steps (the reference's indexing; the first update is not at lr 0).
-        lr_min_ratio: Cosine decay to lr * lr_min_ratio at the last step; 1.0 keeps the lr constant after warmup.
-        puzzle_emb_lr: Learning rate of the SignSGD puzzle-embedding table (same warmup and schedule).
-        puzzle_emb_weight_decay: Decoupled weight decay of the puzzle-embedding table.
-    """
-
-    lr: float = 1e-4
-    weight_decay: float = 1.0
-    betas: tuple[float, float] = (0.9, 0.95)
-    warmup_steps: int = 2000
-    lr_min_ratio: float = 1.0
-    puzzle_emb_lr: float = 1e-4
-    puzzle_emb_weight_decay: float = 1.0
-
-
-class PuzzleMetrics(nn.Module):
-    """Means over finished examples with at least one label: token accuracy, exact accuracy, q_halt accuracy, steps.
-
-    Rows without a valid label (padding) are left out, as in both reference codes: such a row would count as exactly
-    right and pull every mean towards it.
-    """
-
-    names = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.metrics = nn.ModuleDict({name: MeanMetric() for name in self.names})
-
-    @staticmethod
-    def labelled(labels: Tensor) -> Tensor:
-        """[B] bool: the rows of labels [B, L] with at least one valid label, the only ones the metrics count."""
-        return (labels != IGNORE_LABEL_ID).any(-1)
-
-    @staticmethod
-    def values(token_accuracy: Tensor, exact: Tensor, halt_logits: Tensor, steps: Tensor) -> dict[str, Tensor]:
-        """Per-example metric values [B'] of finished examples."""
-        return {
-            "accuracy": token_accuracy.float(),
-            "exact_accuracy": exact.float(),
-            "q_halt_accuracy": ((halt_logits >= 0) == exact).float(),
-            "steps": steps.float(),
-        }
-
-    def update(self, token_accuracy: Tensor, exact: Tensor, halt_logits: Tensor, steps: Tensor, labels: Tensor) -> None:
-        """Add a batch of finished examples (tensors [B'], labels [B', L]); rows without a valid label are skipped."""
-        counted = self.labelled(labels)
-        values = self.values(token_accuracy[counted], exact[counted], halt_logits[counted], steps[counted])
-        for name, value in values.items():
-            self.metrics[name].update(value)
 
 
 class RecursiveReasoner(L.LightningModule):
@@ -235,8 +175,8 @@ class RecursiveReasoner(L.LightningModule):
         if not fitting or "optimizer_states" not in checkpoint:
             return
         if self.carry is not None:
-            checkpoint["rr_carry"] = _carry_state(self.carry)
-        checkpoint["rr_rng"] = _gathered_objects(_rng_states())
+            checkpoint["rr_carry"] = carry_state(self.carry)
+        checkpoint["rr_rng"] = gathered_objects(rng_states())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check = getattr(self._trainer.datamodule if self._trainer is not None else None, "check_checkpoint", None)
@@ -297,7 +237,7 @@ class RecursiveReasoner(L.LightningModule):
                 torch.manual_seed((torch.initial_seed() + rank) % 2**64)
             return
         if state["carry"] is not None:
-            carry = _carry_slice(state["carry"], world_size, rank, self.device)
+            carry = carry_slice(state["carry"], world_size, rank, self.device)
             if carry is None:
                 rank_zero_warn(
                     f"the checkpoint's ACT carry has {state['carry']['steps'].shape[0]} slots, which {world_size} "
@@ -313,7 +253,7 @@ class RecursiveReasoner(L.LightningModule):
                     "original run"
                 )
             if rank < len(rng):
-                _set_rng_states(rng[rank])
+                set_rng_states(rng[rank])
 
     def _check_shapes(self, saved: dict[str, Any]) -> None:
         """Refuse a checkpoint whose task shape or architecture differs from this model's, naming each difference."""
@@ -640,75 +580,3 @@ class RecursiveReasoner(L.LightningModule):
             raise ValueError("optim.lr_min_ratio < 1 (cosine decay) needs a known total: set trainer.max_steps.")
         scheduler = reference_schedule(optimizer, c.warmup_steps, total, c.lr_min_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-# --- exact resumption: the carry and the RNG states in checkpoints (plain tensors, lists and numbers) -------------
-
-
-def _gathered(t: Tensor) -> Tensor:
-    """`t` of every rank concatenated along dim 0 in rank order (itself without a multi-rank process group)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return t
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
-
-
-def _gathered_objects(obj: Any) -> list[Any]:
-    """`obj` of every rank, in rank order (a one-element list without a multi-rank process group)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _carry_state(carry: Carry) -> dict[str, Any]:
-    """The carry of all ranks as CPU tensors, slots in rank order (bool flags as uint8, which every backend gathers)."""
-    return {
-        "y": _gathered(carry.y).cpu(),
-        "z": _gathered(carry.z).cpu(),
-        "steps": _gathered(carry.steps).cpu(),
-        "halted": _gathered(carry.halted.to(torch.uint8)).bool().cpu(),
-        "batch": {k: _gathered(v).cpu() for k, v in carry.batch.items()},
-    }
-
-
-def _carry_slice(state: dict[str, Any], world_size: int, rank: int, device: torch.device) -> Carry | None:
-    """Rank `rank`'s contiguous share of a saved carry on `device`; None when the slots do not divide evenly."""
-    slots = state["steps"].shape[0]
-    if slots % world_size:
-        return None
-    lo, hi = rank * slots // world_size, (rank + 1) * slots // world_size
-    return Carry(
-        y=state["y"][lo:hi].to(device),
-        z=state["z"][lo:hi].to(device),
-        steps=state["steps"][lo:hi].to(device),
-        halted=state["halted"][lo:hi].to(device),
-        batch={k: v[lo:hi].to(device) for k, v in state["batch"].items()},
-    )
-
-
-def _rng_states() -> dict[str, Any]:
-    """This process's global RNG states (torch CPU, the current CUDA device if in use, numpy, Python), as tensors,
-    lists and numbers so the checkpoint still loads with `torch.load(weights_only=True)`."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, python_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": {"version": version, "state": list(internal), "gauss": python_gauss},
-    }
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    """Restore what `_rng_states` returned."""
-    torch.set_rng_state(states["torch"])
-    if states.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(states["cuda"])
-    n = states["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = states["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))

@@ -1,6 +1,6 @@
 """Optimiser and learning-rate schedule of the recursive reasoning models.
 
-:class:`AdamATan2` is a plain PyTorch version of the Adam-atan2 update used by the reference code (whose public
+:class:`OptimConfig` holds the settings. :class:`AdamATan2` is a plain PyTorch version of the Adam-atan2 update used by the reference code (whose public
 package is a CUDA-only extension): Adam with the ``m / (sqrt(v) + eps)`` ratio replaced by ``atan2(m, sqrt(v))``,
 so there is no epsilon, and with decoupled weight decay. :func:`lr_lambda` is the multiplicative factor of the
 reference schedule: linear warmup, then constant or cosine decay to a minimum ratio; :func:`reference_schedule` is
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,6 +21,30 @@ import torch.distributed as dist
 from torch import Tensor
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule (spec section 6).
+
+    Args:
+        lr: Peak learning rate of AdamATan2.
+        weight_decay: Decoupled weight decay of AdamATan2.
+        betas: Adam moment decay rates (b1, b2).
+        warmup_steps: Linear warmup, in optimiser steps: update k (from 1) runs at lr * k / warmup_steps until the
+            peak at update warmup_steps (the reference's indexing; the first update is not at lr 0).
+        lr_min_ratio: Cosine decay to lr * lr_min_ratio at the last step; 1.0 keeps the lr constant after warmup.
+        puzzle_emb_lr: Learning rate of the SignSGD puzzle-embedding table (same warmup and schedule).
+        puzzle_emb_weight_decay: Decoupled weight decay of the puzzle-embedding table.
+    """
+
+    lr: float = 1e-4
+    weight_decay: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 2000
+    lr_min_ratio: float = 1.0
+    puzzle_emb_lr: float = 1e-4
+    puzzle_emb_weight_decay: float = 1.0
 
 
 class AdamATan2(torch.optim.Optimizer):
