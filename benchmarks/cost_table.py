@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.throughput import load_recipe, synthetic_batch
-from recursive_reasoning.flops import segment_flops
+from recursive_reasoning.flops import call_flops, segment_flops
 from recursive_reasoning.module import RecursiveReasoner
 from strategies import RSM, Progress
 
@@ -100,13 +100,11 @@ def mean_step_flops(recipe_name: str, max_steps: int) -> float:
     total = 0.0
     for calls, count in groups.items():
         progress = Progress(first[calls], max_steps)
-        if isinstance(strategy, RSM):  # the penultimate outer step has gradient with probability 1 - p_detach
-            flops = 0.0
-            for grad, weight in ((False, strategy.p_detach), (True, 1.0 - strategy.p_detach)):
-                strategy.last_penultimate_grad = grad
-                flops += weight * segment_flops(net, strategy, progress, True)["total"]
-        else:
-            flops = segment_flops(net, strategy, progress, True)["total"]
+        flops = float(segment_flops(net, strategy, progress, True)["total"])
+        if isinstance(strategy, RSM) and strategy.p_detach > 0.0:
+            # the declared window leaves out the penultimate answer update, which has gradient (one more backward
+            # of 2x a call) with probability 1 - p_detach
+            flops += (1.0 - strategy.p_detach) * 2 * call_flops(net)
         total += count * flops
     return total / max_steps
 

@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from recursive_reasoning.host_memory import keep_freed_memory
-from recursive_reasoning.flops import segment_flops
+from recursive_reasoning.flops import call_flops, segment_flops
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
 from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from recursive_reasoning.optim import clip_gradients
@@ -237,10 +237,11 @@ def build(spec: Spec, device: torch.device) -> tuple[Recipe, RecursiveReasoner]:
 
 def train_segments(model: RecursiveReasoner, optimizer: torch.optim.Optimizer, recipe: Recipe,
                    batch: dict[str, torch.Tensor], spec: Spec, device: torch.device, progress: Progress, count: int,
-                   carries: list | None) -> tuple[float, list]:
+                   carries: list | None) -> tuple[float, list, int]:
     """Run `count` training segments (one optimiser step each) from `carries` (None: fresh); returns (seconds,
-    carries)."""
+    carries, analytic FLOPs of the segments run, each counted at the gradient window it drew)."""
     strategy, net = model.strategy, model.net
+    per_call, flops = call_flops(net), 0
     parts = chunks(batch, spec.micro_batch or spec.batch)
     carries = carries or [strategy.initial_carry(net, part) for part in parts]
     model.train()
@@ -257,12 +258,13 @@ def train_segments(model: RecursiveReasoner, optimizer: torch.optim.Optimizer, r
                 raise FloatingPointError("non-finite loss")
             total.backward()
             carries[i] = strategy.advance(carry, out, training=True)
+            flops += segment_flops(net, strategy, progress, True, per_call, segment=out)["total"] * len(part["inputs"])
         if recipe.gradient_clip_val:
             clip_gradients(optimizer, recipe.gradient_clip_val, "norm")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     synchronize(device)
-    return time.perf_counter() - start, carries
+    return time.perf_counter() - start, carries, flops
 
 
 def evaluate(model: RecursiveReasoner, batch: dict[str, torch.Tensor], spec: Spec, device: torch.device,
@@ -333,10 +335,10 @@ def run_spec(spec: Spec) -> dict[str, Any]:
         train_segments(model, optimizer, recipe, first, spec, device, progress, spec.warmup, None)
     carries = None
     total_flops, seconds = 0, 0.0
-    for _ in range(spec.steps):  # one at a time: RSM's module_calls reports the most recent stochastic-depth draw
-        dt, carries = train_segments(model, optimizer, recipe, batch, spec, device, progress, 1, carries)
+    for _ in range(spec.steps):
+        dt, carries, step_flops = train_segments(model, optimizer, recipe, batch, spec, device, progress, 1, carries)
         seconds += dt
-        total_flops += segment_flops(net, strategy, progress, training=True)["total"] * spec.batch
+        total_flops += step_flops
     flops = segment_flops(net, strategy, progress, training=True)
     result["train"] = {"seconds": seconds, "steps": spec.steps, "seconds_per_segment": seconds / max(spec.steps, 1),
                        "example_segments_per_s": spec.batch * spec.steps / seconds,

@@ -484,7 +484,8 @@ class ARC(PuzzleDataModule):
             keep &= plan["rank_of_id"][test[:, 0]] < self.val_augmentations
         return test[keep]
 
-    def _build_datasets(self) -> dict[str, ARCDataset]:
+    def build_datasets(self) -> dict[str, ARCDataset]:
+        """The planned examples: training translated (with `translate`), validation and test as planned."""
         plan = self._planned()
         if len(plan["test"]) == 0:
             raise ValueError(f"the evaluation set {self.eval_set!r} has no test pairs")
@@ -498,7 +499,8 @@ class ARC(PuzzleDataModule):
 
     # --- evaluation --------------------------------------------------------------------------------------------
 
-    def puzzle_format(self) -> ARCKind:
+    @property
+    def puzzle_kind(self) -> ARCKind:
         """ARC task JSON, with this run's puzzle-id map (so `rr solve` uses a known task's own ids)."""
         return ARCKind(self.puzzle_map)
 

@@ -15,8 +15,6 @@ vote carries over from one evaluation (one checkpoint) to the next.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -28,6 +26,7 @@ from torchmetrics.utilities import dim_zero_cat
 from datamodules.arc_rules import CANVAS, COLOUR_OFFSET, crop_batch
 from datamodules.evaluator import PuzzleEvaluator
 from datamodules.dihedral import SWAPS_AXES, inverse_dihedral
+from recursive_reasoning.core.files import atomic_write_text
 
 __all__ = ["ARCEvaluator", "restore_batch"]
 
@@ -99,6 +98,8 @@ class ARCEvaluator(PuzzleEvaluator):
         ks: The k of each pass@k score.
         attempts: How many answers per test input the submission file holds (Kaggle ARC Prize: 2).
     """
+
+    progress_bar = ("pass@2",)
 
     def __init__(
         self,
@@ -297,16 +298,5 @@ class ARCEvaluator(PuzzleEvaluator):
 
     def write(self, directory: Path, tag: str) -> Path:
         """Write the submission of the last `compute` to directory / submission_{tag}.json, atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"submission_{tag}.json"
         text = json.dumps(self.submission(), separators=(",", ":"))
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(Path(directory) / f"submission_{tag}.json", text)

@@ -39,6 +39,7 @@ __all__ = [
     "plan_augmentations",
     "read_tasks",
     "restore",
+    "task_from_json",
     "to_grid",
 ]
 
@@ -117,7 +118,8 @@ def _pairs(items: Any, where: str, need_output: bool) -> tuple[Pair, ...]:
     return tuple(pairs)
 
 
-def _task(name: str, obj: Any, where: str) -> Task:
+def task_from_json(name: str, obj: Any, where: str) -> Task:
+    """A task from its JSON object ({"train": [...], "test": [...]}); errors name `where` and the task."""
     if not isinstance(obj, dict) or "train" not in obj or "test" not in obj:
         raise ValueError(f"{where}: task {name!r} must be an object with 'train' and 'test' lists")
     train = _pairs(obj["train"], f"{where}: task {name} train", need_output=True)
@@ -157,7 +159,7 @@ def read_tasks(path: str | Path) -> dict[str, Task]:
         tasks = {}
         for file in files:
             name = file.name.removesuffix(".gz").removesuffix(".json")
-            tasks[name] = _task(name, _read_json(file), str(file))
+            tasks[name] = task_from_json(name, _read_json(file), str(file))
         return tasks
     if not path.is_file():
         raise FileNotFoundError(f"ARC task file or directory {path} does not exist")
@@ -178,7 +180,7 @@ def read_tasks(path: str | Path) -> dict[str, Task]:
             if not isinstance(outputs, list) or len(outputs) != len(tests):
                 raise ValueError(f"{path}: task {name} has {len(tests)} test inputs but its solutions do not match")
             obj = {**obj, "test": [{**t, "output": o} for t, o in zip(tests, outputs)]}
-        tasks[name] = _task(name, obj, str(path))
+        tasks[name] = task_from_json(name, obj, str(path))
     return tasks
 
 

@@ -8,6 +8,7 @@ A concrete data module says how to load its splits (`load_splits`) and how to wr
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import lightning as L
@@ -24,7 +25,7 @@ Arrays = tuple[np.ndarray, np.ndarray]
 SPLITS = ("train", "val", "test")
 
 
-class PuzzleDataModule(L.LightningDataModule):
+class PuzzleDataModule(L.LightningDataModule, ABC):
     """Splits loaded once, datasets built lazily, seeded shuffling for training, evaluation in order.
 
     `batch_size` is the global training batch, summed over all devices (as the reference code's global_batch_size):
@@ -33,6 +34,10 @@ class PuzzleDataModule(L.LightningDataModule):
     contiguous slice of every global batch of one seeded permutation per epoch, and `ResumableDataLoader` puts the
     position inside the epoch into checkpoints, so a resumed run continues with the next batch. Evaluation loaders
     are plain, in order, and `eval_batch_size` is per device (Lightning's distributed sampler splits them).
+
+    A subclass declares the task's shape (`vocab_size`, `seq_len`, `num_puzzle_ids`: `rr fit` links them to the
+    model) and its `puzzle_kind`, and may offer an `evaluator` and a `check_checkpoint`; the model calls exactly
+    these, so a new data module is one subclass with no other code to edit.
 
     Args:
         batch_size: Global training batch size (over all devices); must be divisible by the number of devices.
@@ -55,25 +60,53 @@ class PuzzleDataModule(L.LightningDataModule):
         self._splits: dict[str, Arrays] | None = None
         self.datasets: dict[str, Dataset] = {}
 
-    def _load_splits(self) -> dict[str, Arrays]:
+    # --- the contract: what the model, the command line and `rr solve` read --------------------------------------
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of token ids (0..vocab_size-1) of this data's encoding; `rr fit` links it to the model."""
+
+    @property
+    @abstractmethod
+    def seq_len(self) -> int:
+        """Tokens per example (inputs and labels alike); `rr fit` links it to the model."""
+
+    @property
+    @abstractmethod
+    def num_puzzle_ids(self) -> int:
+        """Rows of the model's puzzle-embedding table: one more than the largest puzzle id served (1 when every
+        example has id 0); `rr fit` links it to the model."""
+
+    @property
+    @abstractmethod
+    def puzzle_kind(self) -> PuzzleKind | None:
+        """How this data's puzzles are read, written, checked and drawn; saved in every checkpoint, so `rr solve`
+        knows what a model solves. None for plain tokens of no known kind."""
+
+    # --- extension hooks: implement load_splits and make_dataset, or build_datasets ------------------------------
+
+    def load_splits(self) -> dict[str, Arrays]:
         """{"train", "val", "test"} -> (inputs, labels) arrays [n, L] in the module's own encoding."""
-        raise NotImplementedError(f"{type(self).__name__} must implement _load_splits or override _build_datasets")
+        raise NotImplementedError(f"{type(self).__name__} must implement load_splits (with make_dataset) or "
+                                  "override build_datasets")
 
-    def _make_dataset(self, inputs: np.ndarray, labels: np.ndarray, train: bool) -> Dataset:
+    def make_dataset(self, inputs: np.ndarray, labels: np.ndarray, train: bool) -> Dataset:
         """Wrap one split's arrays; `train` turns on augmentation where the module has any."""
-        raise NotImplementedError(f"{type(self).__name__} must implement _make_dataset or override _build_datasets")
+        raise NotImplementedError(f"{type(self).__name__} must implement make_dataset (with load_splits) or "
+                                  "override build_datasets")
 
-    def _build_datasets(self) -> dict[str, Dataset]:
-        """The three datasets; by default the `_load_splits` arrays wrapped by `_make_dataset` (training augmented)."""
+    def build_datasets(self) -> dict[str, Dataset]:
+        """The three datasets; by default the `load_splits` arrays wrapped by `make_dataset` (training augmented)."""
         if self._splits is None:
-            self._splits = self._load_splits()
+            self._splits = self.load_splits()
         splits = self._splits
-        return {split: self._make_dataset(*splits[split], train=split == "train") for split in SPLITS}
+        return {split: self.make_dataset(*splits[split], train=split == "train") for split in SPLITS}
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets once (training augmented, evaluation never)."""
         if not self.datasets:
-            self.datasets = self._build_datasets()
+            self.datasets = self.build_datasets()
 
     def _dataset(self, split: str) -> Dataset:
         if not self.datasets:
@@ -128,14 +161,10 @@ class PuzzleDataModule(L.LightningDataModule):
     def check_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Raise a clear error when a checkpoint does not fit this data; called before its weights load."""
 
-    def puzzle_format(self) -> PuzzleKind | None:
-        """How this data's puzzles are read, written, checked and drawn (`rr solve` uses it); None if unknown."""
-        return None
-
     def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: the puzzle format's description, so a checkpoint knows what it solves."""
-        fmt = self.puzzle_format()
-        return {"puzzle_format": fmt.describe()} if fmt is not None else {}
+        """Saved in every checkpoint: the puzzle kind's description, so a checkpoint knows what it solves."""
+        kind = self.puzzle_kind
+        return {"puzzle_kind": kind.describe()} if kind is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Nothing to restore: the data is rebuilt from the configuration (`check_checkpoint` guards mismatches)."""

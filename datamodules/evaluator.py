@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torchmetrics import Metric
@@ -17,14 +19,16 @@ class PuzzleEvaluator(Metric):
     """
 
     full_state_update = False
+    progress_bar: ClassVar[tuple[str, ...]] = ()
+    """Names of the `compute` scores the model also shows on the progress bar (the headline ones)."""
 
+    @abstractmethod
     def update(self, batch: dict[str, torch.Tensor], predictions: torch.Tensor, halt_logits: torch.Tensor) -> None:
         """Add one batch: `predictions` are tokens [B, L] (argmax of the logits), `halt_logits` [B]."""
-        raise NotImplementedError
 
+    @abstractmethod
     def compute(self) -> dict[str, torch.Tensor]:
         """Scalar scores by name over everything added since the last reset."""
-        raise NotImplementedError
 
     def write(self, directory: Path, tag: str) -> Path | None:
         """Write an artefact of the last `compute` (e.g. a submission file) under directory; None when there is none."""

@@ -109,3 +109,25 @@ def generate_distinct(
             "or change the size / difficulty settings"
         )
     return inputs[:total], labels[:total]
+
+
+class GeneratedSplits:
+    """The data-module side of a generated set: a mixin for a `PuzzleDataModule` that holds its `GeneratedArrays`
+    as `self.generated` and its sizes as `self.train_size` / `self.val_size` (listed before the data module's base)."""
+
+    generated: GeneratedArrays
+    train_size: int
+    val_size: int
+
+    @property
+    def cache_path(self) -> Path | None:
+        """The .npz file for these generation settings (None when caching is off)."""
+        return self.generated.path
+
+    def prepare_data(self) -> None:
+        """Generate the puzzles and write the cache if it is not there yet."""
+        self.generated.prepare()
+
+    def load_splits(self) -> dict[str, Arrays]:
+        """Load (or generate) the puzzles and split them into train / val / test in order."""
+        return split_in_order(self.generated.load(), self.train_size, self.val_size)

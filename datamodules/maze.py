@@ -20,7 +20,7 @@ from datamodules import maze_rules as rules
 from datamodules.base import PuzzleDataModule
 from datamodules.dataset import PuzzleDataset
 from datamodules.evaluator import PuzzleEvaluator
-from datamodules.generated import GeneratedArrays, split_in_order
+from datamodules.generated import GeneratedArrays, GeneratedSplits
 from datamodules.sources import ensure_csv_files, head_splits
 from datamodules.kinds import MazeKind
 
@@ -69,6 +69,8 @@ class MazeDataset(PuzzleDataset):
 class PathEvaluator(PuzzleEvaluator):
     """Fraction of predictions that mark a shortest S -> G path of their maze (`maze_rules.valid_paths`), logged as
     ``valid_path`` beside exact accuracy: a prediction can be a correct shortest path yet differ from the label."""
+
+    progress_bar = ("valid_path",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -125,7 +127,8 @@ class MazeDataModule(PuzzleDataModule):
         """Mazes use one puzzle id (0) for every example."""
         return 1
 
-    def puzzle_format(self) -> MazeKind:
+    @property
+    def puzzle_kind(self) -> MazeKind:
         """Mazes of this side, as text '# SG'."""
         return MazeKind(self._side)
 
@@ -133,7 +136,8 @@ class MazeDataModule(PuzzleDataModule):
         """The path checker, logged as {stage}/valid_path."""
         return PathEvaluator()
 
-    def _make_dataset(self, inputs: np.ndarray, labels: np.ndarray, train: bool) -> MazeDataset:
+    def make_dataset(self, inputs: np.ndarray, labels: np.ndarray, train: bool) -> MazeDataset:
+        """The mazes, under all 8 dihedral transforms when training with `augment`."""
         return MazeDataset(inputs, labels, augment=self.augment and train)
 
 
@@ -270,7 +274,7 @@ class Maze(MazeDataModule):
         """Download the CSV files when missing and allowed; otherwise check they exist."""
         ensure_csv_files(self.data_dir, self.download, HF_REPO_ID, "Maze-Hard")
 
-    def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Read all training mazes and the leading rows of the test file."""
         paths = ensure_csv_files(self.data_dir, self.download, HF_REPO_ID, "Maze-Hard")
         train = read_maze_csv(paths["train"], self.side)
@@ -281,7 +285,7 @@ class Maze(MazeDataModule):
         return head_splits(train, test, self.val_size, self.test_size, paths["test"])
 
 
-class GeneratedMaze(MazeDataModule):
+class GeneratedMaze(GeneratedSplits, MazeDataModule):
     """Generated random mazes (``maze_rules.generate``) with long shortest paths, cached as .npz under cache_dir.
 
     The mazes are generated once, deduplicated and split in order into disjoint train / val / test sets.
@@ -338,15 +342,3 @@ class GeneratedMaze(MazeDataModule):
         )
         self.save_hyperparameters()
 
-    @property
-    def cache_path(self) -> Path | None:
-        """The .npz file for these generation settings (None when caching is off)."""
-        return self.generated.path
-
-    def prepare_data(self) -> None:
-        """Generate the mazes and write the cache if it is not there yet."""
-        self.generated.prepare()
-
-    def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Load (or generate) the mazes and split them into train / val / test in order."""
-        return split_in_order(self.generated.load(), self.train_size, self.val_size)

@@ -25,7 +25,6 @@ they do in the reference. Evaluation serves every example of the test split in o
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,22 +39,23 @@ from datamodules.arc_eval import ARCEvaluator
 from datamodules.base import PuzzleDataModule
 from datamodules.dataset import PuzzleDataset
 from datamodules.evaluator import PuzzleEvaluator
-from datamodules.kinds import ARCKind, MazeKind, PuzzleKind, SudokuKind
+from datamodules.kinds import ARCKind, MazeKind, PuzzleKind
 from datamodules.maze import PathEvaluator
 
-__all__ = ["KINDS", "ReferenceArrays", "ReferenceDataset", "parse_identifier"]
+__all__ = ["BUILDER_TOKENS", "TOKENS", "ReferenceArrays", "ReferenceDataset", "parse_identifier"]
 
 IGNORE_LABEL = -100
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 METADATA_KEYS = ("seq_len", "vocab_size", "pad_id", "ignore_label_id", "blank_identifier_id", "num_puzzle_identifiers",
                  "sets")
-# kind -> (inclusive input token range, inclusive label token range) the builders write
-KINDS: dict[str, tuple[tuple[int, int], tuple[int, int]] | None] = {
+# The kinds the reference builders write, by `PuzzleKind.name`: (inclusive input token range, inclusive label token
+# range) of their output. Another kind's tokens are checked against its whole vocabulary.
+BUILDER_TOKENS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
     "sudoku": ((1, 10), (2, 10)),
     "maze": ((1, 4), (1, 5)),
     "arc": ((0, 11), (0, 11)),
-    "tokens": None,
 }
+TOKENS = "tokens"  # the `kind` of plain token data: no puzzle kind, exact accuracy only
 _BUILDERS = "build_sudoku_dataset.py, build_maze_dataset.py or build_arc_dataset.py of the TRM / HRM code"
 _TRM_SEPARATOR = "|||"
 _HRM_NAME = re.compile(r"^(?P<base>.+)_t(?P<k>\d+)_(?P<colours>\d{10})$")
@@ -197,6 +197,20 @@ def _check_tokens(path: Path, allowed: tuple[int, int], ignore: int | None, what
             )
 
 
+def _fitting_kinds(seq_len: int, vocab_size: int) -> dict[str, PuzzleKind]:
+    """Every registered kind whose `from_shape` builds one with exactly this shape (a model may have spare tokens,
+    data in a kind's encoding has its vocabulary), by name."""
+    fits: dict[str, PuzzleKind] = {}
+    for name, cls in PuzzleKind.registry.items():
+        try:
+            kind = cls.from_shape(seq_len, vocab_size)
+        except ValueError:
+            continue
+        if (kind.seq_len, kind.vocab_size) == (seq_len, vocab_size):
+            fits[name] = kind
+    return fits
+
+
 class ReferenceDataset(PuzzleDataset):
     """Examples (rows of the memory-mapped token arrays) served a batch at once, ignore labels mapped to -100.
 
@@ -262,16 +276,17 @@ def _training_rows(split: _Split, seed: int) -> np.ndarray:
 class ReferenceArrays(PuzzleDataModule):
     """A data directory built by the TRM / HRM reference builders, as an rr data module.
 
-    The kind (Sudoku, Maze, ARC) is read from dataset.json (vocab_size, seq_len) and gives the puzzle format and
-    evaluator: Maze logs valid_path, ARC votes over the copies (pass@k, a submission JSON) with the puzzle-id map
-    read from identifiers.json, which is saved in checkpoints. Validation is the test split's first `val_groups`
+    The puzzle kind is the registered kind (`PuzzleKind.registry`) whose `from_shape` fits dataset.json's seq_len and
+    vocab_size exactly (where several fit, the one a reference builder writes: Sudoku, Maze or ARC), and decides the
+    evaluator: mazes log valid_path, ARC votes over the copies (pass@k, a submission JSON) with the puzzle-id map read
+    from identifiers.json, which is saved in checkpoints. Validation is the test split's first `val_groups`
     groups (a Sudoku / Maze puzzle, an ARC task with all its copies), test its first `test_groups`. See the module
     docstring for the training sampling.
 
     Args:
         path: The directory the builder wrote (with train/, test/ and, for ARC, identifiers.json).
-        kind: 'sudoku', 'maze', 'arc' or 'tokens' (plain token data: exact accuracy only); None reads it from
-            dataset.json.
+        kind: The name of a registered puzzle kind ('sudoku', 'maze', 'arc', ...), 'tokens' (plain token data:
+            exact accuracy only), or None to detect it from dataset.json.
         val_groups: Groups of the test split used for validation; None uses all.
         test_groups: Groups of the test split used for testing and prediction; None uses all.
         batch_size: Global training batch size (over all devices; docs/scaling.md).
@@ -292,8 +307,9 @@ class ReferenceArrays(PuzzleDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
-        if kind is not None and kind not in KINDS:
-            raise ValueError(f"kind must be one of {sorted(KINDS)} or None (read from dataset.json), got {kind!r}")
+        if kind is not None and kind != TOKENS and kind not in PuzzleKind.registry:
+            raise ValueError(f"kind must be one of {sorted([*PuzzleKind.registry, TOKENS])} or None (read from "
+                             f"dataset.json), got {kind!r}")
         for name, value in (("val_groups", val_groups), ("test_groups", test_groups)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None (all groups), got {value}")
@@ -322,34 +338,35 @@ class ReferenceArrays(PuzzleDataModule):
                 f"train/dataset.json and test/dataset.json of {self.path} disagree on {differ}; the splits come from "
                 "different builds"
             )
-        detected = self._detect(int(meta["vocab_size"]), int(meta["seq_len"]))
-        kind = self._kind or detected
-        if kind is None:
-            raise ValueError(
-                f"{self.path}: dataset.json gives vocab_size={meta['vocab_size']} and seq_len={meta['seq_len']}, which "
-                "no known builder writes (Sudoku 11 / 81, Maze 6 / N*N, ARC 12 / 900); pass kind='tokens' to train on "
-                "the tokens as they are (exact accuracy only)"
-            )
-        if kind != "tokens" and kind != detected:
-            raise ValueError(
-                f"kind={kind!r} but dataset.json of {self.path} gives vocab_size={meta['vocab_size']} and "
-                f"seq_len={meta['seq_len']}, which is {detected or 'no known kind'}; leave kind unset to detect it"
-            )
-        self._layout = {"splits": splits, "kind": kind, "meta": meta}
-        if kind == "arc":
+        kind = self._kind_of(int(meta["seq_len"]), int(meta["vocab_size"]))
+        self._layout = {"splits": splits, "meta": meta, "map": None}
+        if isinstance(kind, ARCKind):  # its puzzle ids are augmented copies of tasks, named in identifiers.json
             self._layout["map"] = self._read_map(int(meta["num_puzzle_identifiers"]))
+            kind = ARCKind(self._layout["map"])
+        self._layout["kind"] = kind
         return self._layout
 
-    @staticmethod
-    def _detect(vocab_size: int, seq_len: int) -> str | None:
-        side = math.isqrt(seq_len)
-        if (vocab_size, seq_len) == (11, 81):
-            return "sudoku"
-        if vocab_size == 6 and side * side == seq_len:
-            return "maze"
-        if (vocab_size, seq_len) == (arc_rules.VOCAB_SIZE, arc_rules.CANVAS * arc_rules.CANVAS):
-            return "arc"
-        return None
+    def _kind_of(self, seq_len: int, vocab_size: int) -> PuzzleKind | None:
+        """The constructor's kind, or the detected one, built for this shape; None for plain tokens."""
+        shape = f"dataset.json of {self.path} gives vocab_size={vocab_size} and seq_len={seq_len}"
+        if self._kind == TOKENS:
+            return None
+        fits = _fitting_kinds(seq_len, vocab_size)
+        built = [name for name in fits if name in BUILDER_TOKENS]
+        if self._kind is not None:
+            if self._kind not in fits:
+                named = " or ".join([*built, *(name for name in fits if name not in built)]) or "no known kind"
+                raise ValueError(f"kind={self._kind!r} but {shape}, which is {named}; leave kind unset to detect it")
+            return fits[self._kind]
+        names = built or list(fits)
+        if not names:
+            raise ValueError(
+                f"{shape}, which no known builder writes (Sudoku 11 / 81, Maze 6 / N*N, ARC 12 / 900) and no "
+                f"registered kind fits; pass kind='{TOKENS}' to train on the tokens as they are (exact accuracy only)"
+            )
+        if len(names) > 1:
+            raise ValueError(f"{shape}, which fits the kinds {names}; pass kind= one of them")
+        return fits[names[0]]
 
     def _read_map(self, count: int) -> PuzzleIdMap:
         """The puzzle-id map of identifiers.json: task 'reference:<name>' and augmentation of every id."""
@@ -378,8 +395,8 @@ class ReferenceArrays(PuzzleDataModule):
     # --- metadata ----------------------------------------------------------------------------------------------
 
     @property
-    def kind(self) -> str:
-        """'sudoku', 'maze', 'arc' or 'tokens'."""
+    def puzzle_kind(self) -> PuzzleKind | None:
+        """The detected (or given) kind, ARC with the reference's puzzle-id map; None for plain tokens."""
         return self._read()["kind"]
 
     @property
@@ -400,7 +417,7 @@ class ReferenceArrays(PuzzleDataModule):
     @property
     def puzzle_map(self) -> PuzzleIdMap | None:
         """ARC: the puzzle id <-> (task, augmentation) map of identifiers.json; None for other kinds."""
-        return self._read().get("map")
+        return self._read()["map"]
 
     # --- datasets ----------------------------------------------------------------------------------------------
 
@@ -413,16 +430,17 @@ class ReferenceArrays(PuzzleDataModule):
         ignore = split.metadata["ignore_label_id"]
         return ReferenceDataset(split.inputs, split.labels, rows, ids, None if ignore is None else int(ignore))
 
-    def _build_datasets(self) -> dict[str, ReferenceDataset]:
+    def build_datasets(self) -> dict[str, ReferenceDataset]:
         """Check every token against the kind's alphabet, then build the training epoch and the evaluation ranges."""
         layout = self._read()
         kind, splits = layout["kind"], layout["splits"]
+        name = kind.name if kind is not None else TOKENS
         vocab = (0, self.vocab_size - 1)
-        ranges = KINDS[kind] or (vocab, vocab)
+        ranges = BUILDER_TOKENS.get(name, (vocab, vocab))
         ignore = layout["meta"]["ignore_label_id"]
         for split in splits.values():
-            _check_tokens(split.inputs, ranges[0], None, f"{kind} input")
-            _check_tokens(split.labels, ranges[1], ignore, f"{kind} label")
+            _check_tokens(split.inputs, ranges[0], None, f"{name} input")
+            _check_tokens(split.labels, ranges[1], ignore, f"{name} label")
         train, test = splits["train"], splits["test"]
         return {
             "train": self._serve(train, _training_rows(train, self.seed)),
@@ -432,24 +450,12 @@ class ReferenceArrays(PuzzleDataModule):
 
     # --- evaluation --------------------------------------------------------------------------------------------
 
-    def puzzle_format(self) -> PuzzleKind | None:
-        """Sudoku 9x9, Maze N x N or ARC (with the reference's puzzle-id map); None for plain tokens."""
-        kind = self.kind
-        if kind == "sudoku":
-            return SudokuKind(9)
-        if kind == "maze":
-            return MazeKind(math.isqrt(self.seq_len))
-        if kind == "arc":
-            return ARCKind(self.puzzle_map)
-        return None
-
     def evaluator(self, stage: str) -> PuzzleEvaluator | None:
-        """Maze: the path checker; ARC: voting over the copies of the 'val' or 'test' examples; else None."""
-        if self.kind == "maze":
-            return PathEvaluator()
-        if self.kind != "arc":
-            return None
-        return self._arc_evaluator(self.val_groups if stage == "val" else self.test_groups)
+        """Mazes: the path checker; ARC: voting over the copies of the 'val' or 'test' examples; else None."""
+        kind = self.puzzle_kind
+        if isinstance(kind, ARCKind):
+            return self._arc_evaluator(self.val_groups if stage == "val" else self.test_groups)
+        return PathEvaluator() if isinstance(kind, MazeKind) else None
 
     def _arc_evaluator(self, groups: int | None) -> ARCEvaluator:
         """The evaluator over the first `groups` test groups; true outputs are the restored label grids."""
@@ -478,8 +484,8 @@ class ReferenceArrays(PuzzleDataModule):
     # --- checkpoints -------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """The puzzle format, the kind and, for ARC, the puzzle-id map (so `rr solve` and reloads know the ids)."""
-        state = {**super().state_dict(), "kind": self.kind, "num_puzzle_ids": self.num_puzzle_ids}
+        """The puzzle kind, the id count and, for ARC, the puzzle-id map (so `rr solve` and reloads know the ids)."""
+        state = {**super().state_dict(), "num_puzzle_ids": self.num_puzzle_ids}
         if self.puzzle_map is not None:
             state["puzzle_map"] = self.puzzle_map.state_dict()
         return state
@@ -504,7 +510,8 @@ class ReferenceArrays(PuzzleDataModule):
                 )
             return
         if "puzzle_map" not in state:
-            raise ValueError(f"the checkpoint was trained on reference {state.get('kind')} data, not ARC")
+            trained = (state.get("puzzle_kind") or {}).get("class_path", "plain token")
+            raise ValueError(f"the checkpoint was trained on reference {trained} data, not ARC")
         difference = self.puzzle_map.difference(PuzzleIdMap.from_state_dict(state["puzzle_map"]))
         if difference is not None:
             raise ValueError(

@@ -11,7 +11,6 @@ import csv
 import gzip
 import math
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -19,9 +18,9 @@ import torch
 from datamodules import sudoku_rules as rules
 from datamodules.base import PuzzleDataModule
 from datamodules.dataset import PuzzleDataset
-from datamodules.generated import GeneratedArrays, split_in_order
+from datamodules.generated import GeneratedArrays, GeneratedSplits
 from datamodules.sources import ensure_csv_files, head_splits
-from datamodules.kinds import SudokuKind
+from datamodules.kinds.sudoku import SudokuKind, decode, encode
 
 __all__ = ["GeneratedSudoku", "Sudoku", "SudokuDataModule", "SudokuDataset", "add_hints", "decode", "encode"]
 
@@ -30,20 +29,6 @@ BLANK = 1
 HF_REPO_ID = "sapientinc/sudoku-extreme"
 _CACHE_FORMAT = 2
 _HINT_STREAM = 0x68696E74  # "hint": keeps the hint draws apart from the symmetry draws of the same index
-
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
-
-
-def encode(grid: ArrayT) -> ArrayT:
-    """Map a grid (0 blank, 1..N digits) to tokens (1 blank, 2..N+1 digits); numpy or torch in, same type out."""
-    return grid + 1
-
-
-def decode(tokens: ArrayT) -> ArrayT:
-    """Map tokens back to a grid (0 blank, 1..N digits); PAD also decodes to blank."""
-    if isinstance(tokens, torch.Tensor):
-        return (tokens - 1).clamp_min(0)
-    return np.clip(np.asarray(tokens) - 1, 0, None)
 
 
 class SudokuDataset(PuzzleDataset):
@@ -193,11 +178,13 @@ class SudokuDataModule(PuzzleDataModule):
         """Sudoku uses one puzzle id (0) for every example."""
         return 1
 
-    def puzzle_format(self) -> SudokuKind:
+    @property
+    def puzzle_kind(self) -> SudokuKind:
         """N x N Sudokus as text of digits and '.' (or '0') for blanks."""
         return SudokuKind(self._size)
 
-    def _make_dataset(self, inputs: np.ndarray, labels: np.ndarray, train: bool) -> SudokuDataset:
+    def make_dataset(self, inputs: np.ndarray, labels: np.ndarray, train: bool) -> SudokuDataset:
+        """The puzzles, augmented (and hinted with `hints`) only for training."""
         return SudokuDataset(inputs, labels, self.augmentations if train else 1, self.seed, hints=self.hints and train)
 
 
@@ -317,7 +304,7 @@ class Sudoku(SudokuDataModule):
         """Download the CSV files when missing and allowed; otherwise check they exist."""
         ensure_csv_files(self.data_dir, self.download, HF_REPO_ID, "Sudoku-Extreme")
 
-    def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Read the training subsample and the leading rows of the test file."""
         paths = ensure_csv_files(self.data_dir, self.download, HF_REPO_ID, "Sudoku-Extreme")
         train_path, test_path = paths["train"], paths["test"]
@@ -337,7 +324,7 @@ class Sudoku(SudokuDataModule):
         return head_splits(train, test, self.val_size, self.test_size, test_path)
 
 
-class GeneratedSudoku(SudokuDataModule):
+class GeneratedSudoku(GeneratedSplits, SudokuDataModule):
     """Generated Sudoku puzzles with unique solutions (4x4, 6x6 or 9x9), cached as .npz under cache_dir.
 
     The puzzles are generated once, deduplicated and split in order into disjoint train / val / test sets.
@@ -404,15 +391,3 @@ class GeneratedSudoku(SudokuDataModule):
         )
         self.save_hyperparameters()
 
-    @property
-    def cache_path(self) -> Path | None:
-        """The .npz file for these generation settings (None when caching is off)."""
-        return self.generated.path
-
-    def prepare_data(self) -> None:
-        """Generate the puzzles and write the cache if it is not there yet."""
-        self.generated.prepare()
-
-    def _load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Load (or generate) the puzzles and split them into train / val / test in order."""
-        return split_in_order(self.generated.load(), self.train_size, self.val_size)

@@ -19,9 +19,11 @@ from datamodules.chunks import map_chunks
 __all__ = [
     "SUPPORTED_SIZES",
     "Symmetry",
+    "apply_symmetries",
     "apply_symmetry",
     "box_shape",
     "check_givens",
+    "conflicts",
     "format_grid",
     "generate",
     "has_unique_solution",
@@ -191,6 +193,18 @@ def violations(grid: np.ndarray) -> int | np.ndarray:
     counts = (units[..., None] == np.arange(1, size + 1)).sum(axis=2)
     result = np.clip(counts - 1, 0, None).sum(axis=(1, 2))
     return int(result[0]) if single else result
+
+
+def conflicts(grids: np.ndarray) -> np.ndarray:
+    """Return bool [B, N * N] ([N * N] for one grid): the cells whose digit repeats in their row, column or box
+    (blanks never), so a picture can mark them."""
+    flat, size, single = _as_batch(grids)
+    geo = _Geometry.get(size)
+    row, col, box = np.array(geo.row), np.array(geo.col), np.array(geo.box)
+    peers = (row[:, None] == row) | (col[:, None] == col) | (box[:, None] == box)
+    np.fill_diagonal(peers, False)
+    result = ((flat[:, :, None] == flat[:, None, :]) & peers).any(axis=2) & (flat != 0)
+    return result[0] if single else result
 
 
 def is_consistent(puzzle: np.ndarray, grid: np.ndarray) -> bool | np.ndarray:
@@ -548,6 +562,13 @@ def symmetries_from_keys(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.nd
     cols = _block_permutations(keys[:, rows_end:], size, bc)[:, None, :]
     gather = np.where(transpose[:, None, None], cols * size + rows, rows * size + cols).reshape(b, size * size)
     return digit_maps, gather
+
+
+def apply_symmetries(grids: np.ndarray, digit_maps: np.ndarray, gather: np.ndarray) -> np.ndarray:
+    """Grids [B, N * N] (0 blank), each under its own transform of `symmetries_from_keys` (digit_maps [B, N + 1],
+    gather [B, N * N]): cells gathered, then digits relabelled; the same transform keeps a puzzle and its solution
+    matched."""
+    return np.take_along_axis(digit_maps, np.take_along_axis(np.asarray(grids), gather, axis=1), axis=1)
 
 
 def random_symmetry(rng: np.random.Generator, size: int) -> Symmetry:

@@ -16,16 +16,8 @@ from strategies import TRM, Progress
 class FullGradientTRM(TRM):
     """TRM whose every recursion cycle carries gradient (the ablation of TRM's no-grad warm-up cycles).
 
-    Args:
-        cycles: T, recursion cycles per segment, all with gradient.
-        latent_steps: n, latent updates per cycle.
-        supervision_steps: Supervision segments per example (N_sup).
-        halt_exploration: Probability that a slot must run a random minimum of [2, N_sup] segments.
+    It takes TRM's arguments (cycles, latent_steps and the shared ones such as supervision_steps) unchanged.
     """
-
-    def __init__(self, cycles: int = 3, latent_steps: int = 6, supervision_steps: int = 16,
-                 halt_exploration: float = 0.1) -> None:
-        super().__init__(cycles, latent_steps, supervision_steps, halt_exploration)
 
     def recurse(
         self, net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, progress: Progress, training: bool

@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from recursive_reasoning.core.files import atomic_write
+from recursive_reasoning.plot import Series, chart_panels
 
 __all__ = ["Evaluation", "Grid", "Row", "collect", "load_grid", "main", "run_grid", "summarize"]
 
@@ -433,8 +434,6 @@ def plot(grid: Grid, records: Sequence[dict[str, Any]], path: Path) -> Path:
     the marker with an error bar is the final test accuracy (mean +- sd). Further evaluations of the same checkpoints
     are in the summary table, not here: one colour per method keeps the methods apart.
     """
-    from recursive_reasoning.plot import Series, chart_panels
-
     flops, wall = [], []
     for (row, evaluation), group in _groups(records).items():
         if evaluation != "test":

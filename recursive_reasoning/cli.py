@@ -4,8 +4,9 @@ checkpoint of the public TRM / HRM / RSM code (`recursive_reasoning/import_check
 and compare a grid of recipes x seeds (`recursive_reasoning/bakeoff.py`).
 
 The model is always `RecursiveReasoner`; the recursion method is its `strategy` (class_path + init_args) and the data
-module is chosen by class_path. The data module's vocabulary, sequence length and puzzle-id count are linked into the
-model, so a recipe never states them twice. Unknown keys are rejected by jsonargparse.
+module (a `datamodules.base.PuzzleDataModule`) is chosen by class_path. The vocabulary, sequence length and
+puzzle-id count its contract declares are linked into the model, so a recipe never states them twice. Unknown keys
+are rejected by jsonargparse.
 
 With `--ckpt_path`, the checkpoint's model hyperparameters fill every model option the run leaves at its default.
 Options the run sets (config file or command line) take effect where they can: the optimiser while fitting, the
@@ -30,13 +31,16 @@ from typing import Any, NoReturn
 
 import torch
 import yaml
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelSummary
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from lightning.pytorch.utilities import rank_zero_warn
 
+from datamodules.base import PuzzleDataModule
 from recursive_reasoning.callbacks import PredictionWriter
 from recursive_reasoning.checkpoint_io import AtomicCheckpointIO
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
@@ -46,6 +50,8 @@ _LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 _COMMANDS = {"solve": "recursive_reasoning.solve", "import": "recursive_reasoning.import_checkpoint",
              "bakeoff": "recursive_reasoning.bakeoff"}
 _ALL_COMMANDS = (*_LIGHTNING_COMMANDS, *_COMMANDS)
+# PuzzleDataModule properties linked into the RecursiveReasoner arguments of the same names
+TASK_SHAPE = ("vocab_size", "seq_len", "num_puzzle_ids")
 _DESCRIPTION = (
     "rr: tiny recursive reasoning models. Commands: fit, validate, test, predict (below), and "
     "`rr solve --ckpt_path CKPT --puzzle ...` (solve single puzzles; rr solve --help), "
@@ -141,7 +147,11 @@ class ReasoningCLI(LightningCLI):
         super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in ("vocab_size", "seq_len", "num_puzzle_ids"):
+        """Link the task shape into the model and keep Trainer's integer-or-fraction options integers."""
+        # The task's shape comes from the data module's contract: PuzzleDataModule declares vocab_size, seq_len and
+        # num_puzzle_ids as abstract properties, so every data module `--data` accepts has them, read once it is
+        # instantiated and passed to the RecursiveReasoner arguments of the same names.
+        for name in TASK_SHAPE:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
         # Trainer's `Optional[Union[int, float]]` arguments reach jsonargparse as Union[float, int, None] (typing's
         # Union cache), so `--trainer.limit_test_batches=1` became the fraction 1.0; an integer must stay a count.
@@ -230,7 +240,12 @@ class ReasoningCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Build the trainer; checkpoints are written atomically unless a custom CheckpointIO was configured, and the
-        model summary leaves out its always-zero FLOPs; `rr predict` writes its predictions (`PredictionWriter`)."""
+        model summary leaves out its always-zero FLOPs; `rr predict` writes its predictions (`PredictionWriter`);
+        the default logger is Lightning's default TensorBoardLogger without its placeholder `hp_metric` scalar."""
+        config = self._get(self.config_init, "trainer", default={})
+        if "logger" not in kwargs and config.get("logger") in (None, True) and not config.get("barebones"):
+            kwargs["logger"] = TensorBoardLogger(save_dir=config.get("default_root_dir") or Path.cwd(),
+                                                 version=SLURMEnvironment.job_id(), default_hp_metric=False)
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -327,7 +342,7 @@ def main(args: list[str] | None = None) -> None:
     _silence_startup_noise()
     ReasoningCLI(
         RecursiveReasoner,
-        LightningDataModule,
+        PuzzleDataModule,
         subclass_mode_data=True,
         args=args,
         save_config_kwargs={"overwrite": True},

@@ -14,7 +14,7 @@ import torch
 
 from recursive_reasoning.core.layers import Attention, ReasoningModule, SwiGLU
 from recursive_reasoning.core.network import ReasoningNetwork
-from strategies.base import Progress, RecursionStrategy
+from strategies.base import Progress, RecursionStrategy, SegmentOutput
 
 __all__ = ["call_flops", "head_flops", "linear_flops", "module_call_flops", "segment_flops", "swiglu_flops"]
 
@@ -62,14 +62,18 @@ def call_flops(net: ReasoningNetwork) -> int:
 
 
 def segment_flops(net: ReasoningNetwork, strategy: RecursionStrategy, progress: Progress, training: bool,
-                  per_call: int | None = None) -> dict[str, Any]:
+                  per_call: int | None = None, segment: SegmentOutput | None = None) -> dict[str, Any]:
     """Matmul FLOPs of one segment for one example: forward of every module call and of the heads, and in training
-    a backward of 2x the forward for the calls with gradient and the heads (`strategy.module_calls`).
+    a backward of 2x the forward for the calls with gradient and the heads (`strategy.module_calls`, or with
+    `segment`, a segment that ran, the window it drew: `strategy.calls_made`).
 
     A strategy with a `continue_target` (HRM's Q-learning continue loss) runs one more segment forward without
     gradient in training; it is counted. `per_call` skips recounting `call_flops(net)` (fixed for a network).
     """
-    calls, with_grad = strategy.module_calls(progress, training)
+    if segment is None:
+        calls, with_grad = strategy.module_calls(progress, training)
+    else:
+        calls, with_grad = strategy.calls_made(segment, progress, training)
     per_call, heads = call_flops(net) if per_call is None else per_call, head_flops(net)
     forward = calls * per_call + heads
     backward = 2 * (with_grad * per_call + heads) if training else 0

@@ -1,7 +1,7 @@
 """`rr import`: turn a checkpoint of the public TRM / HRM / RSM code into an rr checkpoint.
 
     rr import --source checkpoints/<project>/<run>/step_65104 --config checkpoints/<project>/<run>/all_config.yaml \\
-        --seq_len 81 --output trm_sudoku.ckpt --puzzle_format sudoku
+        --seq_len 81 --output trm_sudoku.ckpt --puzzle_kind sudoku
     rr import --source step_65104 --output trm.ckpt --method trm --H_cycles 3 --L_cycles 6 --halt_max_steps 16
     rr import --source ckpt_step_1000.pth --output rsm.ckpt --H_cycles 8 --L_cycles 12
 
@@ -16,55 +16,65 @@ the bare model) and the puzzle-embedding table is the buffer `puzzle_emb.weights
 `mlp_t`), the puzzle table (ids x width) and HRM's second stack; the token-MLP mixer or a learned position table also
 shows the number of positions. The config file or flags supply the rest: the recursion (H_cycles, L_cycles,
 halt_max_steps), and for attention models num_heads, pos_encodings and seq_len (the reference reads seq_len from the
-data set's dataset.json). Weight mapping: `recursive_reasoning.interop` (the one the parity tests use).
+data set's dataset.json). Weight names: `recursive_reasoning.reference_names` (the one the parity tests use); what
+the tensors show: `recursive_reasoning.reference_layout`.
 
 The output loads with `RecursiveReasoner.load_from_checkpoint(path, weights_only=True)` and `rr test --ckpt_path`;
-with `--puzzle_format` it also says what it solves, so `rr solve --ckpt_path` takes it.
+with `--puzzle_kind` (a registered kind such as sudoku, maze or arc, or a kind's class path; `--puzzle_format` is the
+older name) it also says what it solves, so `rr solve --ckpt_path` takes it. The options are generated from
+`import_checkpoint` and `ReferenceSettings`, so --help and the checks are those of the code.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import json
-import math
 import pickle
 import sys
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
 import torch
 import yaml
+from jsonargparse import ArgumentParser
 from torch import Tensor
 
+from datamodules.kinds import PuzzleKind
 from recursive_reasoning.checkpoint_io import AtomicCheckpointIO
-from recursive_reasoning.interop import (
+from recursive_reasoning.module import OptimConfig, RecursiveReasoner
+from recursive_reasoning.reference_layout import MissingReferenceSettings, infer_reference_config, read_reference_layout
+from recursive_reasoning.reference_names import (
     TRM_DEFAULT_PUZZLE_EMB_LEN,
-    MissingReferenceSettings,
-    infer_reference_config,
     load_reference_weights,
     network_config_from_reference,
-    read_reference_layout,
 )
-from recursive_reasoning.module import OptimConfig, RecursiveReasoner
+from recursive_reasoning.signature_cli import add_signature, signature_parser
 from strategies import HRM, RSM, TRM, RecursionStrategy
 
 __all__ = [
+    "ReferenceSettings",
     "build_parser",
     "convert_reference_checkpoint",
     "import_checkpoint",
+    "kind_class",
     "load_reference_checkpoint",
     "load_reference_state_dict",
     "main",
     "read_reference_config",
 ]
 
+Method = Literal["trm", "hrm", "rsm"]
+LossType = Literal["stablemax_cross_entropy", "softmax_cross_entropy", "stablemax", "softmax"]
 METHODS: dict[str, type[RecursionStrategy]] = {"trm": TRM, "hrm": HRM, "rsm": RSM}
-PUZZLE_FORMATS = ("sudoku", "maze")
 _MODEL_MODULES = {"trm": "trm", "hrm": "hrm", "hrm_act_v1": "hrm", "rsm": "rsm"}  # arch.name modules of the models
-_LOSS_TYPES = {"stablemax_cross_entropy": "stablemax", "softmax_cross_entropy": "softmax", "stablemax": "stablemax",
-               "softmax": "softmax"}
+_LOSS_TYPES = {name: name.removesuffix("_cross_entropy") for name in get_args(LossType)}  # -> strategies' loss_type
+# Other accepted flag names: the rr strategies' names of the reference settings.
+SETTING_ALIASES = {"cycles": "H_cycles", "latent_steps": "L_cycles", "supervision_steps": "halt_max_steps",
+                   "halt_exploration": "halt_exploration_prob", "p_detach": "prob_detach_prev_H",
+                   "positions": "pos_encodings"}
 _RECURSION = {
     "H_cycles": "outer cycles per segment, TRM T / HRM H",
     "L_cycles": "latent updates per cycle, TRM n / HRM L",
@@ -195,27 +205,72 @@ def _method_of_name(name: Any) -> str | None:
     return _MODEL_MODULES[module]
 
 
-def _puzzle_format(kind: str, seq_len: int, vocab_size: int) -> dict[str, Any]:
-    """The description `rr solve` reads, for square Sudoku / maze grids of seq_len cells."""
-    from datamodules.kinds import MazeKind, SudokuKind
+@dataclass
+class ReferenceSettings:
+    """Reference settings (override --config; names as in all_config.yaml). None: from the config or the weights.
 
-    side = math.isqrt(seq_len)
-    if side * side != seq_len:
-        raise ValueError(f"--puzzle_format {kind} needs a square grid, but seq_len is {seq_len}")
-    if kind == "sudoku":
-        if vocab_size < side + 2:
-            raise ValueError(f"a {side}x{side} Sudoku needs {side + 2} tokens, the model has {vocab_size}")
-        return SudokuKind(side).describe()
-    if kind == "maze":
-        return MazeKind(side).describe()
-    raise ValueError(f"unknown puzzle format {kind!r}; choose one of {', '.join(PUZZLE_FORMATS)}")
+    Args:
+        H_cycles: Outer cycles per segment (TRM T / HRM H; RSM: outer steps at evaluation).
+        L_cycles: Latent updates per cycle (TRM n / HRM L / RSM L).
+        halt_max_steps: Supervision segments N_sup (TRM / HRM).
+        halt_exploration_prob: Halting exploration probability (training only; default 0.1).
+        prob_detach_prev_H: RSM: probability of the one-step gradient window (training only; default 0.5).
+        loss_type: Token loss (default stablemax_cross_entropy).
+        seq_len: Puzzle tokens per example (81 Sudoku 9x9, 900 Maze 30x30 / ARC).
+        num_heads: Attention heads (not shown by the weights).
+        pos_encodings: Position encoding of an attention model.
+        puzzle_emb_len: TRM puzzle-prefix tokens (reference default 16).
+        expansion: SwiGLU expansion (default: one that fits the weights).
+    """
+
+    H_cycles: int | None = None
+    L_cycles: int | None = None
+    halt_max_steps: int | None = None
+    halt_exploration_prob: float | None = None
+    prob_detach_prev_H: float | None = None
+    loss_type: LossType | None = None
+    seq_len: int | None = None
+    num_heads: int | None = None
+    pos_encodings: Literal["rope", "learned", "none"] | None = None
+    puzzle_emb_len: int | None = None
+    expansion: float | None = None
+
+
+def kind_class(name: str) -> type[PuzzleKind]:
+    """A puzzle kind by its registered name (`PuzzleKind.registry`: sudoku, maze, arc, ...) or its class path
+    ('package.module.Class').
+
+    Raises:
+        ValueError: If the name is neither, or the class is not a PuzzleKind.
+    """
+    cls: Any = PuzzleKind.registry.get(name)
+    if cls is None and "." in name:
+        module_name, _, class_name = name.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"puzzle kind {name!r} cannot be imported ({err}); install the package that defines it, "
+                             "or put its module on PYTHONPATH") from None
+    if not (isinstance(cls, type) and issubclass(cls, PuzzleKind)):
+        raise ValueError(f"unknown puzzle kind {name!r}; give one of {', '.join(sorted(PuzzleKind.registry))} or the "
+                         "class path of a PuzzleKind (package.module.Class)")
+    return cls
+
+
+def _kind_of_shape(name: str, seq_len: int, vocab_size: int) -> dict[str, Any]:
+    """The description `rr solve` reads: the kind `name` that fits a model of seq_len positions and vocab_size
+    tokens (`PuzzleKind.from_shape`)."""
+    try:
+        return kind_class(name).from_shape(seq_len, vocab_size).describe()
+    except ValueError as err:
+        raise ValueError(f"--puzzle_kind {name}: {err}") from None
 
 
 def convert_reference_checkpoint(
     state_dict: Mapping[str, Tensor],
     settings: Mapping[str, Any],
     method: str | None = None,
-    puzzle_format: str | None = None,
+    puzzle_kind: str | None = None,
 ) -> dict[str, Any]:
     """Build an rr checkpoint (what `RecursiveReasoner.load_from_checkpoint` reads) from reference weights.
 
@@ -226,7 +281,8 @@ def convert_reference_checkpoint(
             (seq_len, num_heads, pos_encodings, puzzle_emb_len) and optionally the optimiser settings of
             all_config.yaml (lr, beta1, ...).
         method: 'trm', 'hrm' or 'rsm' to check against the weights (None: read from them).
-        puzzle_format: 'sudoku' or 'maze' to record what the model solves (for `rr solve`).
+        puzzle_kind: A registered kind name (sudoku, maze, arc) or a kind's class path: record what the model solves
+            (for `rr solve`), the kind fitting the model's shape.
 
     Raises:
         ValueError: If the tensors are not a reference TRM/HRM/RSM model, settings are missing (all named at once) or
@@ -275,7 +331,7 @@ def convert_reference_checkpoint(
     if settings.get("beta1") is not None and settings.get("beta2") is not None:
         optim["betas"] = (float(settings["beta1"]), float(settings["beta2"]))
     network, vocab_size, seq_len, num_ids = network_config_from_reference(config, found)
-    description = _puzzle_format(puzzle_format, seq_len, vocab_size) if puzzle_format else None
+    description = _kind_of_shape(puzzle_kind, seq_len, vocab_size) if puzzle_kind else None
 
     model = RecursiveReasoner(
         strategy=strategy, network=network, optim=OptimConfig(**optim), vocab_size=vocab_size, seq_len=seq_len,
@@ -298,7 +354,7 @@ def convert_reference_checkpoint(
     record: dict[str, Any] = {"method": found, "reference_config": config, "assumed_defaults": assumed,
                               "num_parameters": model.net.num_parameters()}
     if description is not None:
-        record["puzzle_format"] = description
+        record["puzzle_kind"] = description
     checkpoint: dict[str, Any] = {
         "epoch": 0,
         "global_step": 0,
@@ -315,21 +371,24 @@ def import_checkpoint(
     source: str | Path,
     output: str | Path,
     config: str | Path | None = None,
-    method: str | None = None,
+    method: Method | None = None,
     overrides: Mapping[str, Any] | None = None,
-    puzzle_format: str | None = None,
+    puzzle_kind: str | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Convert the reference checkpoint `source` into the rr checkpoint `output` (written atomically).
 
     Args:
-        source: The reference training checkpoint (`step_<N>`) or any file of a reference state dict.
-        output: Where to write the rr checkpoint.
-        config: The run's `all_config.yaml`, or a YAML / JSON of the model's constructor kwargs.
-        method: 'trm', 'hrm' or 'rsm', checked against the weights (None: read from them).
+        source: The reference checkpoint file (a training checkpoint `step_<N>`, RSM's `.pth`, or any file of a
+            reference state dict).
+        output: Where to write the rr checkpoint (e.g. trm_sudoku.ckpt).
+        config: The run's all_config.yaml, or a YAML / JSON of the model's arch kwargs (RSM's checkpoint holds its
+            own).
+        method: trm, hrm or rsm, checked against the weights (None: read from them).
         overrides: Reference settings that replace the config's (None values are ignored).
-        puzzle_format: 'sudoku' or 'maze': record what the model solves, for `rr solve`.
-        force: Replace an existing output.
+        puzzle_kind: Record what the model solves, so rr solve can use it: a registered kind (sudoku, maze, arc) or
+            a kind's class path; the kind's arguments come from the model's shape.
+        force: Overwrite an existing output.
 
     Returns:
         The checkpoint that was written.
@@ -350,7 +409,7 @@ def import_checkpoint(
     if config is not None:
         settings.update(read_reference_config(config))
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    checkpoint = convert_reference_checkpoint(state_dict, settings, method, puzzle_format)
+    checkpoint = convert_reference_checkpoint(state_dict, settings, method, puzzle_kind)
     AtomicCheckpointIO().save_checkpoint(checkpoint, output)
     return checkpoint
 
@@ -369,58 +428,33 @@ def summary(checkpoint: Mapping[str, Any]) -> str:
     )
     if record.get("assumed_defaults"):
         text += f"\nreference defaults assumed (not in the config): {', '.join(record['assumed_defaults'])}"
-    if "puzzle_format" in record:
-        text += f"\nsolves: {record['puzzle_format']}"
+    if "puzzle_kind" in record:
+        text += f"\nsolves: {record['puzzle_kind']}"
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `rr import` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="rr import",
-        description="Convert a checkpoint of the public TRM / HRM / RSM code (torch.save(model.state_dict()), names "
+def build_parser() -> ArgumentParser:
+    """The `rr import` parser: the parameters of `import_checkpoint` and the fields of `ReferenceSettings`."""
+    parser = signature_parser(
+        "rr import",
+        "Convert a checkpoint of the public TRM / HRM / RSM code (torch.save(model.state_dict()), names "
         "'_orig_mod.model.inner...'; RSM's dict with 'model_state', names 'model.core...') into an rr checkpoint. "
         "The weights give the architecture; --config (the run's all_config.yaml; RSM's checkpoint holds its own) or "
-        "the flags below give the recursion and what the weights do not show.",
+        "the reference settings below give the recursion and what the weights do not show.",
     )
-    parser.add_argument("--source", required=True, help="reference checkpoint file (e.g. .../step_65104)")
-    parser.add_argument("--output", required=True, help="rr checkpoint to write (e.g. trm_sudoku.ckpt)")
-    parser.add_argument("--config", help="the run's all_config.yaml, or a YAML / JSON of the model's arch kwargs")
-    parser.add_argument("--method", choices=sorted(METHODS), help="trm, hrm or rsm; read from the weights when omitted")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
-    parser.add_argument("--puzzle_format", choices=PUZZLE_FORMATS,
-                        help="record what the model solves (square grids of seq_len cells) so rr solve can use it")
-    group = parser.add_argument_group("reference settings (override --config; names as in all_config.yaml)")
-    group.add_argument("--H_cycles", "--cycles", dest="H_cycles", type=int, help="outer cycles per segment (T / H)")
-    group.add_argument("--L_cycles", "--latent_steps", dest="L_cycles", type=int, help="latent updates per cycle (n / L)")
-    group.add_argument("--halt_max_steps", "--supervision_steps", dest="halt_max_steps", type=int,
-                       help="supervision segments N_sup")
-    group.add_argument("--halt_exploration_prob", "--halt_exploration", dest="halt_exploration_prob", type=float,
-                       help="halting exploration probability (training only; default 0.1)")
-    group.add_argument("--prob_detach_prev_H", "--p_detach", dest="prob_detach_prev_H", type=float,
-                       help="RSM: probability of the one-step gradient window (training only; default 0.5)")
-    group.add_argument("--loss_type", choices=sorted(_LOSS_TYPES), help="token loss (default stablemax)")
-    group.add_argument("--seq_len", type=int, help="puzzle tokens per example (81 Sudoku 9x9, 900 Maze 30x30 / ARC)")
-    group.add_argument("--num_heads", type=int, help="attention heads (not shown by the weights)")
-    group.add_argument("--pos_encodings", "--positions", dest="pos_encodings", choices=("rope", "learned", "none"),
-                       help="position encoding of an attention model")
-    group.add_argument("--puzzle_emb_len", type=int, help="TRM puzzle-prefix tokens (reference default 16)")
-    group.add_argument("--expansion", type=float, help="SwiGLU expansion (default: one that fits the weights)")
+    add_signature(parser, import_checkpoint, skip={"overrides"}, aliases={"puzzle_format": "puzzle_kind"})  # old name
+    add_signature(parser, ReferenceSettings, aliases=SETTING_ALIASES)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `rr import`; returns the exit status (errors are printed, not raised)."""
-    args = build_parser().parse_args(argv)
-    names = ("H_cycles", "L_cycles", "halt_max_steps", "halt_exploration_prob", "prob_detach_prev_H", "loss_type",
-             "seq_len", "num_heads", "pos_encodings", "puzzle_emb_len", "expansion")
+    values = build_parser().parse_args(argv).as_dict()
+    settings = ReferenceSettings(**{field.name: values.pop(field.name) for field in fields(ReferenceSettings)})
     try:
-        checkpoint = import_checkpoint(
-            args.source, args.output, args.config, args.method, {name: getattr(args, name) for name in names},
-            args.puzzle_format, args.force,
-        )
+        checkpoint = import_checkpoint(**values, overrides=asdict(settings))
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"rr import: error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output}\n{summary(checkpoint)}")
+    print(f"wrote {values['output']}\n{summary(checkpoint)}")
     return 0

@@ -16,7 +16,6 @@ passes. It reads the labels, so it is reported under its own name beside the lab
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -130,10 +129,10 @@ class LatentNoise:
 
 
 def exit_rule(answers: Tensor, halts: Tensor | None, early_exit: EarlyExit, settle_k: int) -> Tensor:
-    """Where the early-exit rule fires [S, N] bool, from answers [S, N, L] and the strategy's halting decisions [S, N].
+    """Where the early-exit rule fires [S, N] bool, from answers [S, N, L] and the loop's `halted` [S, N].
 
-    'halt': where the strategy's own halting rule fired (`halt_signal`); 'settled': the answer equals the previous
-    settle_k answers; 'none': never.
+    'halt': where the strategy's own halting rule fired (`ReasoningStep.halted`, read, never recomputed here);
+    'settled' (an answer rule, not halting): the answer equals the previous settle_k answers; 'none': never.
     """
     count = answers.shape[0]
     if early_exit == "none":
@@ -255,19 +254,6 @@ class Candidates:
     settled: Tensor
 
 
-def _steps(
-    strategy: RecursionStrategy, net: Any, batch: Batch, progress: Progress, steps: int | None
-) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
-    """(logits, halt logits, halting decision) after every reasoning step; with a Q head the decision is the
-    strategy's own `halt_signal` on the step's segment, without one it is None."""
-    if strategy.has_halt_head:
-        for out in strategy.evaluation_segments(net, batch, progress, steps):
-            yield out.logits, out.halt_logits, strategy.halt_signal(out)
-    else:
-        for logits, halt_logits in strategy.reasoning_steps(net, batch, progress, steps):
-            yield logits, halt_logits, None
-
-
 @torch.no_grad()
 def trajectories(
     net: ReasoningNetwork,
@@ -304,18 +290,18 @@ def trajectories(
         model_net = LatentNoise(net, options.noise, generator)
 
     answers, halts, decisions = [], [], []
-    for logits, halt_logits, halted in _steps(strategy, model_net, expanded, progress, options.steps):
-        answers.append(logits.argmax(-1))
-        halts.append(halt_logits.float())
-        if halted is not None:
-            decisions.append(halted)
+    for step in strategy.reasoning_steps(model_net, expanded, progress, options.steps):
+        answers.append(step.logits.argmax(-1))
+        halts.append(step.halt_logits.float())
+        decisions.append(step.halted)
         if options.early_exit != "none":  # stop once every trajectory has exited
-            fired = torch.stack(decisions) if decisions else None
+            fired = torch.stack(decisions) if strategy.has_halt_head else None
             if bool(exit_rule(torch.stack(answers), fired, options.early_exit, options.settle_k).any(0).all()):
                 break
     all_answers = torch.stack(answers)  # [S, N, L]
+    # without a Q head there is no halting to exit on or be confident by: the loop's all-False `halted` is unused
     all_halt = torch.stack(halts) if strategy.has_halt_head else None
-    all_decisions = torch.stack(decisions) if decisions else None
+    all_decisions = torch.stack(decisions) if strategy.has_halt_head else None
     exit_at = exit_steps(all_answers, all_decisions, options.early_exit, options.settle_k)  # [N]
     columns = torch.arange(all_answers.shape[1], device=device)
     final = all_answers[exit_at, columns].view(copies, samples, size, length)

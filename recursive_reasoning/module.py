@@ -23,18 +23,53 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 
+from datamodules.base import PuzzleDataModule
 from datamodules.kinds import PuzzleKind
 from recursive_reasoning.flops import call_flops, segment_flops
 from recursive_reasoning.inference import Solution, TestTimeOptions, oracle_majority, solve_ensemble
 from recursive_reasoning.core.losses import IGNORE_LABEL_ID, sequence_loss
 from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.callbacks import late_checkpoints
+from recursive_reasoning.loading import load_trained
 from recursive_reasoning.metrics import PuzzleMetrics
 from recursive_reasoning.optim import AdamATan2, OptimConfig, OptimizerBundle, SignSGD, clip_gradients, reference_schedule
 from recursive_reasoning.resume import carry_slice, carry_state, gathered_objects, rng_states, set_rng_states
 from strategies.base import Batch, Carry, Progress, RecursionStrategy, SegmentOutput
 from strategies.trm import TRM
+
+
+class StepAccuracy(Metric):
+    """Exact accuracy after each reasoning step s = 1..S (no freezing) over labelled rows, summed on every rank.
+
+    States: per-step exact counts and row counts [S], shaped at the first update of an epoch (S is the strategy's
+    `evaluation_steps`, fixed while an epoch evaluates). A step a batch did not run (early exit stopped it) adds
+    nothing.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("exact", default=torch.zeros(0), dist_reduce_fx="sum")
+        self.add_state("rows", default=torch.zeros(0), dist_reduce_fx="sum")
+
+    def update(self, exact_by_step: Tensor, labelled: Tensor, steps: int) -> None:
+        """Add a batch: exact [S', B] bool after the S' <= steps steps it ran, labelled [B] bool, S = steps."""
+        if self.exact.numel() == 0:
+            self.exact = torch.zeros(steps, device=labelled.device)
+            self.rows = torch.zeros(steps, device=labelled.device)
+        if self.exact.numel() != steps or exact_by_step.shape[0] > steps:
+            raise ValueError(f"per-step accuracy was recording {self.exact.numel()} steps, this batch plans {steps} "
+                             f"and ran {exact_by_step.shape[0]}; reset it when the evaluation depth changes")
+        ran = exact_by_step.shape[0]
+        self.exact[:ran] += (exact_by_step & labelled).sum(1).to(self.exact.dtype)
+        self.rows[:ran] += labelled.sum().to(self.rows.dtype)
+
+    def compute(self) -> Tensor:
+        """Exact accuracy [S] per step (NaN for a step no labelled row reached)."""
+        return torch.where(self.rows > 0, self.exact / self.rows.clamp(min=1), torch.full_like(self.rows, torch.nan))
 
 
 class RecursiveReasoner(L.LightningModule):
@@ -122,6 +157,7 @@ class RecursiveReasoner(L.LightningModule):
         self._call_flops = call_flops(self.net)
         self.val_metrics = PuzzleMetrics()
         self.test_metrics = PuzzleMetrics()
+        self.step_accuracy = nn.ModuleDict({stage: StepAccuracy() for stage in ("val", "test")})
         self.variants = self.strategy.evaluation_variants()
         self.variant_metrics = nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in ("val", "test") for name in self.variants}
@@ -179,9 +215,9 @@ class RecursiveReasoner(L.LightningModule):
         checkpoint["rr_rng"] = gathered_objects(rng_states())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check = getattr(self._trainer.datamodule if self._trainer is not None else None, "check_checkpoint", None)
-        if check is not None:  # e.g. ARC refuses a different puzzle-id map before the weights load
-            check(checkpoint)
+        datamodule = self._datamodule()
+        if datamodule is not None:  # e.g. ARC refuses a different puzzle-id map before the weights load
+            datamodule.check_checkpoint(checkpoint)
         self._check_shapes(checkpoint.get("hyper_parameters", {}))
         fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
         if self.eval_weights == "live" and not fitting:
@@ -322,11 +358,11 @@ class RecursiveReasoner(L.LightningModule):
         loss = strategy.loss(self.net, carry, out, progress, slot_mask=slot_mask)
         carry = strategy.advance(carry, out, training=True)
         # counted after the segment: a stochastic gradient window (RSM) reports the draw this segment made
-        step_flops = segment_flops(self.net, strategy, progress, True, self._call_flops)["total"]
+        step_flops = segment_flops(self.net, strategy, progress, True, self._call_flops, segment=out)["total"]
         self.train_flops += step_flops * size * (self.trainer.world_size if self._trainer is not None else 1)
         self.log("train/flops", float(self.train_flops), on_step=True, on_epoch=False)
         self.last_segment = SegmentOutput(out.y.detach(), out.z.detach(), out.logits.detach(),
-                                          out.halt_logits.detach(), out.continue_logits.detach())
+                                          out.halt_logits.detach(), out.continue_logits.detach(), out.calls)
 
         # metrics over the examples that finished in this step and have a label, as the reference reports them;
         # train/finished counts them (a step with none logs no means, and loggers then repeat the last ones)
@@ -366,44 +402,61 @@ class RecursiveReasoner(L.LightningModule):
     def solve(
         self, batch: Batch, early_exit: bool | None = None, strategy: RecursionStrategy | None = None
     ) -> dict[str, Tensor]:
-        """Run every example from the initial states through all segments; returns the answer per slot.
+        """Run every example from the initial states through the strategy's `reasoning_steps`; the answer per slot.
 
         Args:
-            batch: inputs [B, L], labels [B, L] and puzzle_ids [B].
-            early_exit: Freeze each example at its first segment where the strategy's halting rule fires;
+            batch: inputs [B, L], labels [B, L] (optional) and puzzle_ids [B].
+            early_exit: Freeze each example at its first step where the strategy's halting rule fires (`halted`);
                 None uses the strategy's `eval_early_exit`.
             strategy: Evaluate with this strategy instead of the module's (e.g. an evaluation variant).
 
         Returns:
-            logits [B, L, V], halt_logits [B], steps [B] (segments used), per-slot.
+            logits [B, L, V], halt_logits [B], steps [B] (reasoning steps used: segments; RSM: outer steps), and with
+            labels exact_by_step [S', B] bool: whether each step's own answer is exact, frozen or not, for the S'
+            steps run (all S unless early exit stopped the batch).
         """
         strategy, progress = strategy if strategy is not None else self.strategy, self.progress()
         early_exit = strategy.eval_early_exit if early_exit is None else early_exit
-        carry = strategy.refresh(self.net, strategy.initial_carry(self.net, batch), batch)
-        size = batch["inputs"].shape[0]
-        done = torch.zeros(size, dtype=torch.bool, device=batch["inputs"].device)
+        labels = batch.get("labels")
+        size, device = batch["inputs"].shape[0], batch["inputs"].device
+        done = torch.zeros(size, dtype=torch.bool, device=device)
         logits = halt = steps = None
-        for _ in range(strategy.supervision_steps):
-            out = strategy.run_segment(self.net, carry, progress, training=False)
-            carry = strategy.advance(carry, out, training=False)
+        exact_by_step = []
+        for index, step in enumerate(strategy.reasoning_steps(self.net, batch, progress), start=1):
             if logits is None:
-                logits, halt, steps = out.logits, out.halt_logits, carry.steps.clone()
+                logits, halt = step.logits, step.halt_logits
+                steps = torch.full((size,), index, dtype=torch.int32, device=device)
             else:
                 live = ~done
-                logits = torch.where(live.view(-1, 1, 1), out.logits, logits)
-                halt = torch.where(live, out.halt_logits, halt)
-                steps = torch.where(live, carry.steps, steps)
+                logits = torch.where(live.view(-1, 1, 1), step.logits, logits)
+                halt = torch.where(live, step.halt_logits, halt)
+                steps = torch.where(live, index, steps)
+            if labels is not None:
+                exact_by_step.append(((step.logits.argmax(-1) == labels) | (labels == IGNORE_LABEL_ID)).all(-1))
             if early_exit:
-                done = done | strategy.halt_signal(out)
+                done = done | step.halted
                 if bool(done.all()):
                     break
-        return {"logits": logits, "halt_logits": halt, "steps": steps}
+        result = {"logits": logits, "halt_logits": halt, "steps": steps}
+        if labels is not None:
+            result["exact_by_step"] = torch.stack(exact_by_step)
+        return result
+
+    def exact_accuracy_by_step(self, stage: Literal["val", "test"]) -> list[float]:
+        """Exact accuracy of the last `stage` epoch had every example stopped after step s = 1..S (plain evaluation,
+        labelled rows, all ranks); [] before any; reset when the next epoch of the stage starts."""
+        metric = self.step_accuracy[stage]
+        return metric.compute().tolist() if metric.update_count else []
+
+    def _log_step_accuracy(self, stage: str) -> None:
+        """Log `exact_accuracy_by_step` as {stage}/exact_accuracy@step{s}."""
+        for index, value in enumerate(self.exact_accuracy_by_step(stage), start=1):  # type: ignore[arg-type]
+            self.log(f"{stage}/exact_accuracy@step{index}", value, sync_dist=True)
 
     def _start_evaluation(self, stage: str) -> None:
         """Take a fresh task evaluator from the data module, if it offers one (nothing carries over)."""
-        datamodule = self._trainer.datamodule if self._trainer is not None else None
-        make = getattr(datamodule, "evaluator", None)
-        evaluator = make(stage) if make is not None else None
+        datamodule = self._datamodule()
+        evaluator = datamodule.evaluator(stage) if datamodule is not None else None
         self._evaluators.pop(stage, None)
         if evaluator is not None:
             self._evaluators[stage] = evaluator.to(self.device)
@@ -414,7 +467,7 @@ class RecursiveReasoner(L.LightningModule):
         if evaluator is None:
             return
         for name, value in evaluator.compute().items():
-            self.log(f"{stage}/{name}", value, prog_bar=name in ("pass@2", "valid_path"))
+            self.log(f"{stage}/{name}", value, prog_bar=name in evaluator.progress_bar)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             directory = Path(self.trainer.log_dir or self.trainer.default_root_dir)
             path = evaluator.write(directory, f"{stage}_step{self.progress().step}")
@@ -424,20 +477,35 @@ class RecursiveReasoner(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._start_evaluation("val")
+        self.step_accuracy["val"].reset()
 
     def on_validation_epoch_end(self) -> None:
         self._finish_evaluation("val")
+        self._log_step_accuracy("val")
 
     def on_test_epoch_start(self) -> None:
         self._start_evaluation("test")
+        self.step_accuracy["test"].reset()
 
     def on_test_epoch_end(self) -> None:
         self._finish_evaluation("test")
+        self._log_step_accuracy("test")
 
-    def _puzzle_format(self) -> PuzzleKind | None:
+    def _datamodule(self) -> PuzzleDataModule | None:
+        """The trainer's data module; None without a trainer or when the trainer was given plain dataloaders."""
         datamodule = self._trainer.datamodule if self._trainer is not None else None
-        make = getattr(datamodule, "puzzle_format", None)
-        return make() if make is not None else None
+        if datamodule is None or isinstance(datamodule, PuzzleDataModule):
+            return datamodule
+        raise TypeError(
+            f"RecursiveReasoner needs a datamodules.base.PuzzleDataModule (it declares vocab_size, seq_len, "
+            f"num_puzzle_ids, puzzle_kind, evaluator and check_checkpoint), got {type(datamodule).__qualname__}; "
+            "subclass PuzzleDataModule, or pass plain dataloaders instead of a data module"
+        )
+
+    def _puzzle_kind(self) -> PuzzleKind | None:
+        """The data module's puzzle kind (test-time symmetries, rule checker); None without one."""
+        datamodule = self._datamodule()
+        return datamodule.puzzle_kind if datamodule is not None else None
 
     def _fitting(self) -> bool:
         return self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
@@ -450,20 +518,17 @@ class RecursiveReasoner(L.LightningModule):
     def _members(self) -> list[RecursiveReasoner]:
         """The `ensemble` checkpoints, loaded once onto this model's device; plain attributes, never submodules."""
         if self._ensemble_members is None:
-            from recursive_reasoning.callbacks import late_checkpoints
-            from recursive_reasoning.solve import load_solver
-
-            own = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+            own = self._trainer.ckpt_path if self._trainer is not None else None
             paths = [p for entry in self.ensemble
                      for p in (late_checkpoints(entry) if Path(entry).is_dir() else [Path(entry)])]
             paths = [p for p in paths if own is None or p.resolve() != Path(own).resolve()]
-            fmt = self._puzzle_format()
+            kind = self._puzzle_kind()
             members = []
             for path in paths:
-                member, member_fmt = load_solver(path, str(self.device))
-                if fmt is not None and member_fmt.describe() != fmt.describe():
-                    raise ValueError(f"ensemble checkpoint {path} solves {member_fmt.describe()}, but the data module "
-                                     f"gives {fmt.describe()}; ensemble checkpoints of the same task only")
+                member, member_kind = load_trained(path, type(self), str(self.device))
+                if kind is not None and member_kind.describe() != kind.describe():
+                    raise ValueError(f"ensemble checkpoint {path} solves {member_kind.describe()}, but the data module "
+                                     f"gives {kind.describe()}; ensemble checkpoints of the same task only")
                 try:
                     self._check_shapes(member.hparams)
                 except ValueError as err:
@@ -477,7 +542,7 @@ class RecursiveReasoner(L.LightningModule):
         members = [(self.net, self.strategy, self.progress())]
         if not self._fitting():
             members += [(m.net, m.strategy, m.progress()) for m in self._members()]
-        return solve_ensemble(members, batch, options, self._puzzle_format())
+        return solve_ensemble(members, batch, options, self._puzzle_kind())
 
     def _test_time_step(self, batch: Batch, metrics: PuzzleMetrics, stage: str) -> None:
         """Evaluation under `test_time`: exact accuracy of the selected answers, steps used, steps run per puzzle,
@@ -530,6 +595,8 @@ class RecursiveReasoner(L.LightningModule):
             evaluator.update(batch, result["logits"].argmax(-1), result["halt_logits"])
         per_seq, exact, token_acc = sequence_loss(result["logits"], batch["labels"], self.strategy.loss_type)
         metrics.update(token_acc, exact, result["halt_logits"], result["steps"], batch["labels"])
+        self.step_accuracy[stage].update(result["exact_by_step"], PuzzleMetrics.labelled(batch["labels"]),
+                                         self.strategy.evaluation_steps(self.progress()))
         size = batch["inputs"].shape[0]
         self.log(f"{stage}/lm_loss", per_seq.mean(), on_epoch=True, batch_size=size, sync_dist=True)
         for name, metric in metrics.metrics.items():
@@ -571,9 +638,12 @@ class RecursiveReasoner(L.LightningModule):
         c = self.optim_config
         table = self.net.puzzle_embedding.weight if self.net.prefix_len else None
         dense = [p for p in self.net.parameters() if p is not table and p.requires_grad]
-        members: list[torch.optim.Optimizer] = [AdamATan2(dense, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)]
+        # named groups: LearningRateMonitor logs lr-OptimizerBundle/dense and lr-OptimizerBundle/puzzle_table
+        members: list[torch.optim.Optimizer] = [
+            AdamATan2([{"params": dense, "name": "dense"}], lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)]
         if table is not None:
-            members.append(SignSGD([table], lr=c.puzzle_emb_lr, weight_decay=c.puzzle_emb_weight_decay))
+            members.append(SignSGD([{"params": [table], "name": "puzzle_table"}], lr=c.puzzle_emb_lr,
+                                   weight_decay=c.puzzle_emb_weight_decay))
         optimizer = OptimizerBundle(members)
         total = self.progress().total
         if c.lr_min_ratio != 1.0 and total is None:

@@ -330,7 +330,8 @@ class OptimizerBundle(torch.optim.Optimizer):
     """Several optimisers stepped as one, so Lightning's automatic optimisation and one LR scheduler drive them all.
 
     `param_groups` is the concatenation of the members' groups (a scheduler scales each group's lr), and the state
-    dict keeps each member's own state dict.
+    dict keeps each member's own state dict. A group's "name" (LearningRateMonitor's tag, e.g.
+    `lr-OptimizerBundle/dense`) is this run's: loading a state dict keeps it, even from a checkpoint without names.
 
     Args:
         optimizers: The member optimisers, each over its own parameters.
@@ -376,8 +377,12 @@ class OptimizerBundle(torch.optim.Optimizer):
                 f"optimizer state holds {0 if members is None else len(members)} members, expected "
                 f"{len(self.optimizers)}; the checkpoint was written with a different optimiser set-up."
             )
-        for opt, sd in zip(self.optimizers, members):
+        names = [[group.get("name") for group in opt.param_groups] for opt in self.optimizers]
+        for opt, sd, member_names in zip(self.optimizers, members, names):
             opt.load_state_dict(sd)
+            for group, name in zip(opt.param_groups, member_names):  # a checkpoint from before groups had names
+                if name is not None:
+                    group["name"] = name
         # torch's load_state_dict gives each member new group dicts: share them again (in place, for every holder of
         # this list), or an LR scheduler would set the old ones and the members keep the checkpoint's learning rate
         self.param_groups[:] = [group for opt in self.optimizers for group in opt.param_groups]

@@ -3,7 +3,8 @@
 `line_chart` writes one PNG: a line per `Series` in a fixed colour-blind-friendly palette (Okabe-Ito), round markers
 at its data points, a translucent band for its spread over seeds, extra markers with error bars (`Series.points`),
 nice round ticks (decades such as 1e12 on a log axis), axis labels, a title and a legend. `chart_panels` puts several
-such charts side by side in one PNG. Files are written atomically (`checkpoint_io.atomic_write`), parents created.
+such charts side by side in one PNG. Files are written atomically (`write_png`), parents created; fonts come
+from `datamodules.kinds.drawing.load_font`, as the puzzle pictures' do.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from datamodules.kinds.drawing import load_font, text_size, write_png
 
 __all__ = ["BAND_ALPHA", "PALETTE", "Series", "chart_image", "chart_panels", "line_chart"]
 
@@ -62,21 +64,6 @@ class Series:
 def colour(index: int) -> tuple[int, int, int]:
     """The palette colour of the `index`-th series (the palette cycles)."""
     return PALETTE[index % len(PALETTE)]
-
-
-@lru_cache(maxsize=None)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """Pillow's default font at `size` px, or its fixed bitmap font where this Pillow cannot scale it."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError, AttributeError):
-        return ImageFont.load_default()
-
-
-def _text_size(draw: ImageDraw.ImageDraw, text: str, font: Any) -> tuple[int, int]:
-    """Width and height in pixels of `text` drawn from its top-left corner."""
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    return right, bottom
 
 
 # ------------------------------------------------------------------ validation
@@ -230,8 +217,7 @@ def _log_axis(lo: float, hi: float) -> tuple[float, float, list[tuple[float, str
 
 def _rotated_text(text: str, font: Any, fill: tuple[int, int, int]) -> Image.Image:
     """`text` on a transparent RGBA image, turned 90 degrees anticlockwise (for a y axis label)."""
-    probe = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
-    width, height = _text_size(probe, text, font)
+    width, height = text_size(text, font)
     image = Image.new("RGBA", (max(width, 1) + 2, max(height, 1) + 2), (0, 0, 0, 0))
     ImageDraw.Draw(image).text((1, 1), text, font=font, fill=fill + (255,))
     return image.rotate(90, expand=True)
@@ -267,12 +253,12 @@ def chart_image(series: Sequence[Series], title: str, x_label: str, y_label: str
         raise ValueError("line chart has nothing to draw: every series is empty or all its y values are NaN "
                          f"({', '.join(repr(d.label) for d in data)})")
 
-    title_font, label_font, tick_font, legend_font = _font(17), _font(14), _font(12), _font(13)
+    title_font, label_font, tick_font, legend_font = load_font(17), load_font(14), load_font(12), load_font(13)
     canvas = Image.new("RGBA", (width, height), WHITE + (255,))
     draw = ImageDraw.Draw(canvas)
-    _, tick_h = _text_size(draw, "0123456789e", tick_font)
-    _, label_h = _text_size(draw, "Xg", label_font)
-    _, title_h = _text_size(draw, title or "X", title_font)
+    _, tick_h = text_size("0123456789e", tick_font)
+    _, label_h = text_size("Xg", label_font)
+    _, title_h = text_size(title or "X", title_font)
 
     # y axis first: its tick labels set the left margin.
     top = PAD + (title_h + PAD if title else 0) + 4
@@ -281,7 +267,7 @@ def chart_image(series: Sequence[Series], title: str, x_label: str, y_label: str
     y_lo, y_hi = (y_range if y_range is not None else (float(ys.min()), float(ys.max())))
     y_lo, y_hi, y_ticks, y_step = _linear_axis(y_lo, y_hi, max(3, plot_h // 60), fixed=y_range is not None)
     y_texts = [_tick_label(v, y_step) for v in y_ticks]
-    y_tick_w = max(_text_size(draw, t, tick_font)[0] for t in y_texts) if y_texts else 0
+    y_tick_w = max(text_size(t, tick_font)[0] for t in y_texts) if y_texts else 0
     left = PAD + (label_h + PAD if y_label else 0) + y_tick_w + TICK + 4
     right = width - PAD - 24
     plot_w = right - left
@@ -376,22 +362,22 @@ def chart_image(series: Sequence[Series], title: str, x_label: str, y_label: str
     for v, text in zip(y_ticks, y_texts):
         row = float(py(v))
         draw.line([(left - TICK, row), (left, row)], fill=AXIS, width=1)
-        w, h = _text_size(draw, text, tick_font)
+        w, h = text_size(text, tick_font)
         draw.text((left - TICK - 3 - w, row - h / 2), text, font=tick_font, fill=INK)
     for pos in x_minor:
         draw.line([(ax(pos), bottom), (ax(pos), bottom + MINOR_TICK)], fill=AXIS, width=1)
     for pos, text in x_major:
         col = ax(pos)
         draw.line([(col, bottom), (col, bottom + TICK)], fill=AXIS, width=1)
-        w, _ = _text_size(draw, text, tick_font)
+        w, _ = text_size(text, tick_font)
         draw.text((min(max(col - w / 2, 0), width - w), bottom + TICK + 3), text, font=tick_font, fill=INK)
 
     # Title and axis labels.
     if title:
-        w, _ = _text_size(draw, title, title_font)
+        w, _ = text_size(title, title_font)
         draw.text((max((left + right - w) / 2, PAD), PAD), title, font=title_font, fill=INK)
     if x_label:
-        w, _ = _text_size(draw, x_label, label_font)
+        w, _ = text_size(x_label, label_font)
         draw.text(((left + right - w) / 2, height - PAD - label_h), x_label, font=label_font, fill=INK)
     if y_label:
         turned = _rotated_text(y_label, label_font, INK)
@@ -406,7 +392,7 @@ def _legend(canvas: Image.Image, data: list[_Clean], area: tuple[int, int, int, 
     """Draw a boxed legend (colour swatch and label per series) in the plot-area corner that hides the least data."""
     draw = ImageDraw.Draw(canvas)
     swatch, gap, inner = 26, 8, 8
-    sizes = [_text_size(draw, d.label, font) for d in data]
+    sizes = [text_size(d.label, font) for d in data]
     row_h = max(max(h for _, h in sizes), 2 * MARKER_RADIUS) + 6
     box_w = inner * 2 + swatch + gap + max(w for w, _ in sizes)
     box_h = inner * 2 + row_h * len(data) - 6
@@ -438,13 +424,8 @@ def _legend(canvas: Image.Image, data: list[_Clean], area: tuple[int, int, int, 
 
 
 def _save(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Write `image` as a PNG at `path` atomically (temporary file beside it, then a rename); parents created."""
-    # checkpoint_io pulls in Lightning: import it only when a chart is written.
-    from recursive_reasoning.core.files import atomic_write
-
-    target = Path(path)
-    atomic_write(target, lambda handle: image.save(handle, format="PNG"))
-    return target
+    """Write the RGB `image` as a PNG at `path` atomically (`write_png`); parents created."""
+    return write_png(path, np.asarray(image.convert("RGB")))
 
 
 def line_chart(path: str | os.PathLike, series: Sequence[Series], title: str, x_label: str, y_label: str,

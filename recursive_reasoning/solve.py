@@ -6,93 +6,40 @@
     rr solve --ckpt_path runs/demo_sudoku/latest/checkpoints/late-step*.ckpt --file puzzles.txt --output a.csv
     rr solve --ckpt_path last.ckpt --file examples/puzzles/sudoku6_labelled.csv     # labelled: reports accuracy
 
-The checkpoint says what it solves (the data module saves its puzzle format); the test-time options are those of
-`recursive_reasoning.inference.TestTimeOptions`.
+The checkpoint says what it solves (the data module saves its puzzle kind). The options are generated from
+`SolveRequest` (what to solve, where the answers go) and `recursive_reasoning.inference.TestTimeOptions` (the
+test-time compute), so `rr solve --help` and the checks are those of the code.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import importlib
 import io
 import json
 import math
 import os
-import pickle
 import sys
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import torch
+from jsonargparse import ArgumentParser
 
-from datamodules.kinds import Puzzle, PuzzleKind, kind_from_description
-from recursive_reasoning.checkpoint_io import verify_checkpoint
+from datamodules.kinds import Puzzle, PuzzleKind
+from datamodules.kinds.drawing import write_png
 from recursive_reasoning.core.files import atomic_write
-from recursive_reasoning.inference import (
-    EarlyExit,
-    Perturbations,
-    Selection,
-    Solution,
-    TestTimeOptions,
-    solve_ensemble,
-)
+from recursive_reasoning.inference import Solution, TestTimeOptions, solve_ensemble
+from recursive_reasoning.loading import load_trained
 from recursive_reasoning.module import RecursiveReasoner
+from recursive_reasoning.signature_cli import add_signature, signature_parser
 
-__all__ = ["load_ensemble", "load_solver", "main", "solve_puzzles", "write_trace"]
-
+__all__ = ["SolveRequest", "build_parser", "load_ensemble", "load_solver", "main", "solve_puzzles", "write_trace"]
 
 def load_solver(path: str | Path, device: str = "cpu") -> tuple[RecursiveReasoner, PuzzleKind]:
-    """The trained model (in eval mode) and its puzzle format from an `rr` checkpoint.
-
-    Raises:
-        FileNotFoundError: when the file does not exist.
-        ValueError: when the file is not an `rr` checkpoint or does not say what puzzles it solves.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise ValueError(f"{path} is not an rr checkpoint (no state_dict and hyper_parameters); train one with rr fit")
-    verify_checkpoint(checkpoint, path)
-    description, puzzle_map = None, None
-    for value in checkpoint.values():
-        if isinstance(value, dict) and "puzzle_format" in value:
-            description = value["puzzle_format"]
-            if "puzzle_map" in value:
-                from datamodules.arc import PuzzleIdMap
-
-                puzzle_map = PuzzleIdMap.from_state_dict(value["puzzle_map"])
-    if description is None:
-        description = _format_from_datamodule_hparams(checkpoint.get("datamodule_hyper_parameters"))
-    if description is None:
-        raise ValueError(
-            f"{path} does not say which puzzles it solves (no data-module state with a puzzle format); it was "
-            "written by an older rr, or without a data module. Retrain, or continue it for one step with rr fit"
-        )
-    model = RecursiveReasoner(**checkpoint["hyper_parameters"])
-    model.on_load_checkpoint(checkpoint)
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), kind_from_description(description, puzzle_map=puzzle_map)
-
-
-def _format_from_datamodule_hparams(hparams: Any) -> dict[str, Any] | None:
-    """The puzzle format of the data module LightningCLI recorded (its class path and arguments), if it has one."""
-    if not isinstance(hparams, dict) or "_class_path" not in hparams:
-        return None
-    module_name, _, class_name = str(hparams["_class_path"]).rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-        datamodule = cls(**{k: v for k, v in hparams.items() if not k.startswith("_")})
-    except (ImportError, AttributeError, TypeError, ValueError):  # then the caller's clear error applies
-        return None
-    fmt = datamodule.puzzle_format() if hasattr(datamodule, "puzzle_format") else None
-    return None if fmt is None else fmt.describe()
+    """The trained model (in eval mode) and its puzzle kind from an `rr` checkpoint (`loading.load_trained`)."""
+    return load_trained(path, RecursiveReasoner, device)
 
 
 def solve_puzzles(
@@ -165,21 +112,12 @@ def record(
 
 def write_trace(path: str | Path, fmt: PuzzleKind, puzzle: Puzzle, solution: Solution, index: int) -> Path:
     """A PNG of the input and the decoded answer after every step, changed cells marked."""
-    from datamodules.kinds.drawing import filmstrip, write_png
-
     answers, halt = solution.trace
-    steps = answers[:, index].cpu().numpy()
-    q = halt[:, index].cpu().numpy()
-    frames = [fmt.frame(puzzle.inputs, puzzle.inputs, None)]
-    captions = ["input"]
-    previous = None
-    for s, tokens in enumerate(steps):
-        frames.append(fmt.frame(puzzle.inputs, tokens, previous))
-        captions.append(f"step {s + 1}" + ("" if math.isnan(q[s]) else f" q {q[s]:.2f}"))
-        previous = tokens
     passes = solution.passes_checker
     verdict = "" if passes is None else (" - passes the rules" if bool(passes[index]) else " - breaks the rules")
-    return write_png(path, filmstrip(frames, captions, title=f"{puzzle.name}{verdict}", per_row=9))
+    strip = fmt.trace(puzzle.inputs, answers[:, index].cpu().numpy(), halt[:, index].cpu().numpy(),
+                      title=f"{puzzle.name}{verdict}")
+    return write_png(path, strip)
 
 
 def _print_human(item: dict, answer: str, label_free: str | None) -> None:
@@ -228,15 +166,59 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
         raise ValueError(f"could not write --output {path} ({cause.strerror or cause}); choose another path") from None
 
 
-def _positive(text: str) -> int:
-    """argparse type of counts (batch size, steps, copies, samples): a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+@dataclass
+class SolveRequest:
+    """What `rr solve` solves and where the answers go (the test-time compute is `TestTimeOptions`).
+
+    Args:
+        ckpt_path: Checkpoints written by rr fit; several vote together as an ensemble.
+        puzzle: One puzzle as text (Sudoku string or printed grid, maze text, ARC task JSON).
+        file: A file of puzzles (one per line, Sudoku grids as printed; mazes separated by blank lines; a CSV with a
+            puzzle[,solution] header; ARC JSON); .gz is read too.
+        trace: Write a PNG of the answer after every step (one file per puzzle; .png is added when the name has no
+            suffix).
+        json: Print JSON instead of text.
+        output: Write every answer and its signals to a .jsonl or .csv file.
+        force: Overwrite an existing --output file.
+        device: Torch device, e.g. cpu or cuda.
+        batch_size: Puzzles per forward pass.
+    """
+
+    ckpt_path: list[str]
+    puzzle: str | None = None
+    file: str | None = None
+    trace: str | None = None
+    json: bool = False
+    output: str | None = None
+    force: bool = False
+    device: str = "cpu"
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if (self.puzzle is None) == (self.file is None):
+            given = "both --puzzle and --file" if self.puzzle is not None else "neither --puzzle nor --file"
+            raise ValueError(f"{given} given; give one puzzle with --puzzle TEXT or a file of them with --file PATH")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def build_parser() -> ArgumentParser:
+    """The `rr solve` parser: the fields of `SolveRequest` and of `TestTimeOptions` as options."""
+    parser = signature_parser("rr solve", "Solve puzzles with a trained rr checkpoint.")
+    add_signature(parser, SolveRequest)
+    add_signature(parser, TestTimeOptions)
+    return parser
+
+
+def parse_arguments(argv: list[str] | None) -> tuple[SolveRequest, TestTimeOptions]:
+    """The request and the test-time options of a command line; a type error exits with the usage (status 2), a
+    value out of range raises ValueError naming the option."""
+    values = build_parser().parse_args(argv).as_dict()
+
+    def of(cls: type) -> dict[str, Any]:
+        return {field.name: values[field.name] for field in fields(cls)}
+
+    return SolveRequest(**of(SolveRequest)), TestTimeOptions(**of(TestTimeOptions))
 
 
 def check_device(device: str) -> None:
@@ -266,113 +248,79 @@ def _check_writable(flag: str, path: Path) -> None:
         raise ValueError(f"{flag} {path}: cannot create it ({folder} is not a writable folder); choose another path")
 
 
-def check_outputs(args: argparse.Namespace) -> None:
-    """Refuse options that would be silently ignored or would fail after the model ran; give --trace its .png."""
-    if args.samples > 1 and args.noise == 0:
-        raise ValueError(f"--samples {args.samples} without --noise runs {args.samples} identical trajectories; "
+def check_outputs(request: SolveRequest, options: TestTimeOptions) -> SolveRequest:
+    """Refuse options that would be silently ignored or would fail after the model ran; returns the request with
+    --trace given its .png."""
+    if options.samples > 1 and options.noise == 0:
+        raise ValueError(f"--samples {options.samples} without --noise runs {options.samples} identical trajectories; "
                          "add latent noise (e.g. --noise 0.1) or drop --samples")
-    if args.output:
-        output = Path(args.output)
+    if request.output:
+        output = Path(request.output)
         if output.suffix not in OUTPUT_SUFFIXES:
             raise ValueError(f"--output {output}: unknown suffix {output.suffix or '(none)'!r}; name it .jsonl "
                              "(JSON lines) or .csv")
         if output.is_dir():
             raise ValueError(f"--output {output} is a directory; give a file name ending .jsonl or .csv")
-        if output.exists() and not args.force:
+        if output.exists() and not request.force:
             raise ValueError(f"--output {output} already exists; pass --force to overwrite it")
         _check_writable("--output", output)
-    if args.trace:
-        trace = Path(args.trace)
+    if request.trace:
+        trace = Path(request.trace)
         if trace.suffix == "":
-            args.trace = str(trace.with_name(trace.name + ".png"))
+            request = replace(request, trace=str(trace.with_name(trace.name + ".png")))
         elif trace.suffix.lower() != ".png":
             raise ValueError(f"--trace {trace}: traces are PNG images; name it .png (e.g. {trace.with_suffix('.png')})")
-        _check_writable("--trace", Path(args.trace))
+        _check_writable("--trace", Path(request.trace))
+    return request
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rr solve", description="Solve puzzles with a trained rr checkpoint.")
-    parser.add_argument("--ckpt_path", required=True, nargs="+",
-                        help="checkpoint written by rr fit; several vote together as an ensemble")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--puzzle", help="one puzzle as text (Sudoku string or printed grid, maze text, ARC task JSON)")
-    source.add_argument("--file", help="a file of puzzles (one per line, Sudoku grids as printed; mazes separated by "
-                        "blank lines; a CSV with a puzzle[,solution] header; ARC JSON); .gz is read too")
-    parser.add_argument("--trace", help="write a PNG of the answer after every step (one file per puzzle; .png "
-                        "is added when the name has no suffix)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.add_argument("--output", help="write every answer and its signals to a .jsonl or .csv file")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --output file")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--batch_size", type=_positive, default=64)
-    defaults = TestTimeOptions()
-    parser.add_argument("--steps", type=_positive, default=None, help="reasoning steps (default: as trained)")
-    parser.add_argument("--early_exit", choices=get_args(EarlyExit), default=defaults.early_exit)
-    parser.add_argument("--settle_k", type=_positive, default=defaults.settle_k)
-    parser.add_argument("--copies", type=_positive, default=defaults.copies, help="transformed copies to vote over")
-    parser.add_argument("--perturbations", choices=get_args(Perturbations), default=defaults.perturbations,
-                        help="the copies: random symmetries, or Augmented HRM's (Sudoku digit shifts, maze S/G swap)")
-    parser.add_argument("--samples", type=_positive, default=defaults.samples,
-                        help="trajectories per copy (needs --noise, or they are identical)")
-    parser.add_argument("--noise", type=float, default=defaults.noise, help="latent noise sigma")
-    parser.add_argument("--selection", choices=get_args(Selection), default=defaults.selection)
-    parser.add_argument("--confidence", type=float, default=defaults.confidence,
-                        help="confident_vote: sigmoid(q_halt) threshold (default: the strategy's own halting rule)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    return parser
-
-
-def _solve(args: argparse.Namespace) -> tuple[list[dict], list[tuple[str, str | None]]]:
+def _solve(request: SolveRequest, options: TestTimeOptions) -> tuple[list[dict], list[tuple[str, str | None]]]:
     """Check the options, read the puzzles, run the model, write traces and --output; returns the rows and the
     pretty (answer, label-free answer) texts of the text output."""
-    options = TestTimeOptions(steps=args.steps, early_exit=args.early_exit, settle_k=args.settle_k,
-                              copies=args.copies, perturbations=args.perturbations,
-                              samples=args.samples, noise=args.noise,
-                              selection=args.selection, confidence=args.confidence, seed=args.seed)
-    check_outputs(args)
-    check_device(args.device)
-    models, fmt = load_ensemble(args.ckpt_path, args.device)
-    puzzles = fmt.read_file(args.file) if args.file else fmt.parse(args.puzzle)
-    results = solve_puzzles(models, fmt, puzzles, options, args.batch_size)
+    check_device(request.device)
+    models, fmt = load_ensemble(request.ckpt_path, request.device)
+    puzzles = fmt.read_file(request.file) if request.file else fmt.parse(request.puzzle or "")
+    results = solve_puzzles(models, fmt, puzzles, options, request.batch_size)
     rows = [record(fmt, p, s, i, options, len(models)) for p, s, i in results]
     pretty = []
     for row, (p, s, i) in zip(rows, results):
         changed = "label_free_answer" in row
         pretty.append((fmt.text(p.inputs, s.predictions[i].cpu().numpy()),
                        fmt.text(p.inputs, s.label_free[i].cpu().numpy()) if changed else None))
-    if args.trace:
-        trace = Path(args.trace)
+    if request.trace:
+        trace = Path(request.trace)
         for n, (p, s, i) in enumerate(results):
             target = trace if len(results) == 1 else trace.with_name(f"{trace.stem}-{n}{trace.suffix}")
             rows[n]["trace"] = str(write_trace(target, fmt, p, s, i))
-    if args.output:
-        _write_rows(Path(args.output), rows)
+    if request.output:
+        _write_rows(Path(request.output), rows)
     return rows, pretty
 
 
-def _report(args: argparse.Namespace, rows: list[dict], pretty: list[tuple[str, str | None]]) -> None:
+def _report(request: SolveRequest, rows: list[dict], pretty: list[tuple[str, str | None]]) -> None:
     """Print the answers (text or JSON), what was written, and the accuracy when the puzzles had answers."""
     score = accuracy(rows)
-    if args.json:
+    if request.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
-    elif not args.output or len(rows) <= 10:
+    elif not request.output or len(rows) <= 10:
         for row, (answer, label_free) in zip(rows, pretty):
             _print_human(row, answer, label_free)
             if "trace" in row:
                 print(f"trace: {row['trace']}")
             print()
-    if args.output:
+    if request.output:
         solved = sum(bool(r["passes_checker"]) for r in rows if r["passes_checker"] is not None)
-        print(f"wrote {len(rows)} answers to {args.output} ({solved} pass the rule checker)")
+        print(f"wrote {len(rows)} answers to {request.output} ({solved} pass the rule checker)")
     if score is not None:
-        print(score, file=sys.stderr if args.json else sys.stdout)
+        print(score, file=sys.stderr if request.json else sys.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `rr solve`; returns the exit status (errors are printed, not raised)."""
-    args = build_parser().parse_args(argv)
     try:
-        rows, pretty = _solve(args)
+        request, options = parse_arguments(argv)
+        request = check_outputs(request, options)
+        rows, pretty = _solve(request, options)
     except PermissionError as err:
         print(f"rr solve: error: cannot access {err.filename}: permission denied; fix its permissions or choose "
               "another path", file=sys.stderr)
@@ -381,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rr solve: error: {err}", file=sys.stderr)
         return 2
     try:
-        _report(args, rows, pretty)
+        _report(request, rows, pretty)
         sys.stdout.flush()
     except BrokenPipeError:  # e.g. `rr solve ... | head -1`: the reader has gone, so stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

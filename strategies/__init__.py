@@ -1,6 +1,6 @@
 """Recursion strategies: how a method unrolls a segment, what it is trained on, and when it halts."""
 
-from strategies.base import Carry, LossOutput, Progress, RecursionStrategy, SegmentOutput
+from strategies.base import Carry, LossOutput, Progress, ReasoningStep, RecursionStrategy, SegmentOutput
 from strategies.cgar import CGAR
 from strategies.hrm import HRM, ContinueHalting
 from strategies.rsm import RSM
@@ -14,6 +14,7 @@ __all__ = [
     "ContinueHalting",
     "LossOutput",
     "Progress",
+    "ReasoningStep",
     "RecursionStrategy",
     "RSM",
     "SegmentOutput",

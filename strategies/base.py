@@ -12,7 +12,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +70,23 @@ class SegmentOutput:
     logits: Tensor  # [B, L, V] fp32
     halt_logits: Tensor  # [B] fp32
     continue_logits: Tensor  # [B] fp32
+    calls: tuple[int, int] | None = None  # (module calls, with gradient) drawn for this segment (RSM); None: declared
+
+
+@dataclass
+class ReasoningStep:
+    """What one evaluation reasoning step (a segment; RSM: an outer step) produced, from `reasoning_steps`.
+
+    Attributes:
+        logits: Token logits [B, L, V] fp32 after the step.
+        halt_logits: q_halt [B] fp32 (zeros without a Q head).
+        halted: The strategy's own halting rule (`halt_signal`) on this step [B] bool; all False for a method that
+            never halts early (RSM).
+    """
+
+    logits: Tensor
+    halt_logits: Tensor
+    halted: Tensor
 
 
 @dataclass
@@ -92,6 +109,9 @@ class RecursionStrategy(ABC):
         halt_loss_weight: Weight of the halt (and continue) BCE terms in the total loss.
         eval_early_exit: At evaluation, stop each example at the first segment where the halting rule fires.
     """
+
+    retired_args: ClassVar[dict[str, str]] = {}
+    """Arguments older checkpoints recorded that no longer exist, with why; `from_hparams` drops them."""
 
     def __init__(
         self,
@@ -119,21 +139,13 @@ class RecursionStrategy(ABC):
         init = cls.__dict__.get("__init__")
         if init is None:
             return
-        signature = inspect.signature(init)
 
         @functools.wraps(init)
         def recording_init(self: RecursionStrategy, *args: Any, **kw: Any) -> None:
             if "_init_args" not in self.__dict__:  # the outermost constructor call is the one that counts
-                bound = signature.bind(self, *args, **kw)
+                bound = _constructor_signature(cls).bind(self, *args, **kw)
                 bound.apply_defaults()
-                recorded: dict[str, Any] = {}
-                for name, value in list(bound.arguments.items())[1:]:
-                    kind = signature.parameters[name].kind
-                    if kind is inspect.Parameter.VAR_KEYWORD:
-                        recorded.update(value)
-                    elif kind is not inspect.Parameter.VAR_POSITIONAL:
-                        recorded[name] = value
-                self._init_args = recorded
+                self._init_args = dict(list(bound.arguments.items())[1:])
             init(self, *args, **kw)
 
         cls.__init__ = recording_init  # type: ignore[method-assign]
@@ -156,7 +168,8 @@ class RecursionStrategy(ABC):
             ) from error
         if not (isinstance(cls, type) and issubclass(cls, RecursionStrategy)):
             raise TypeError(f"{data['class_path']!r} is not a RecursionStrategy subclass.")
-        return cls(**data.get("init_args", {}))
+        retired = cls.retired_args
+        return cls(**{k: v for k, v in data.get("init_args", {}).items() if k not in retired})
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.get("_init_args", {}).items())
@@ -220,10 +233,20 @@ class RecursionStrategy(ABC):
     def module_calls(self, progress: Progress, training: bool) -> tuple[int, int]:
         """(module calls per segment, how many of them carry gradient) that `recurse` makes: the declared window."""
 
+    def calls_made(self, out: SegmentOutput, progress: Progress, training: bool) -> tuple[int, int]:
+        """(module calls, with gradient) of a segment that ran: the window it drew (`SegmentOutput.calls`, RSM's
+        stochastic depth), else the declared `module_calls`."""
+        return out.calls if out.calls is not None else self.module_calls(progress, training)
+
     def run_segment(self, net: ReasoningNetwork, carry: Carry, progress: Progress, training: bool) -> SegmentOutput:
         """Embed the slots' examples, recurse once, and read the heads."""
         x = net.embed(carry.batch["inputs"], carry.batch["puzzle_ids"])
         y, z = self.recurse(net, carry.y, carry.z, x, progress, training)
+        return self.read_heads(net, y, z)
+
+    @staticmethod
+    def read_heads(net: ReasoningNetwork, y: Tensor, z: Tensor) -> SegmentOutput:
+        """A segment's output from its final states: the decoded answer and the halt / continue logits."""
         q = net.halt_logits(y)
         return SegmentOutput(y=y, z=z, logits=net.decode(y), halt_logits=q[:, 0], continue_logits=q[:, 1])
 
@@ -284,41 +307,36 @@ class RecursionStrategy(ABC):
         """Parameters this method never trains, mapped to the reason (checked by `strategies.conformance`)."""
         return {}
 
-    # --- test time ---------------------------------------------------------------------------------------------
+    # --- evaluation loop ---------------------------------------------------------------------------------------
 
-    has_halt_head = True  # whether `reasoning_steps` yields real halt logits (RSM has no Q head)
+    has_halt_head = True  # whether the method has a Q head: real halt logits and a halting rule that can fire
+
+    def evaluation_steps(self, progress: Progress) -> int:
+        """Reasoning steps `reasoning_steps` runs by default: N_sup segments (RSM: its evaluation depth H)."""
+        return self.supervision_steps
 
     @torch.no_grad()
     def reasoning_steps(
         self, net: ReasoningNetwork, batch: Batch, progress: Progress, steps: int | None = None
-    ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Evaluate from the initial states, yielding (logits [B, L, V], halt_logits [B]) after every reasoning step.
+    ) -> Iterator[ReasoningStep]:
+        """The one evaluation loop: run the batch from the initial states and yield every reasoning step.
 
-        A step is one supervision segment here; `steps` runs that many instead of N_sup (test-time depth scaling).
-        Test-time options (traces, early exit on settled answers, latent noise) are built on this.
+        A step is one supervision segment here (RSM: one outer step); `steps` runs that many instead of
+        `evaluation_steps` (test-time depth scaling). Plain evaluation (`RecursiveReasoner.solve`), test-time compute
+        and the conformance checks all read it; `halted` is `halt_signal`, the method's own halting rule.
         """
-        for out in self.evaluation_segments(net, batch, progress, steps):
-            yield out.logits, out.halt_logits
-
-    @torch.no_grad()
-    def evaluation_segments(
-        self, net: ReasoningNetwork, batch: Batch, progress: Progress, steps: int | None = None
-    ) -> Iterator[SegmentOutput]:
-        """The segments behind `reasoning_steps`, whole: test-time code with a Q head (`has_halt_head`) reads them to
-        ask `halt_signal`, the method's own halting rule, where a step halts. A method with a Q head whose
-        `reasoning_steps` is its own overrides this too."""
         carry = self.refresh(net, self.initial_carry(net, batch), batch)
-        for _ in range(self.supervision_steps if steps is None else steps):
+        for _ in range(self.evaluation_steps(progress) if steps is None else steps):
             out = self.run_segment(net, carry, progress, training=False)
             carry = self.advance(carry, out, training=False)
-            yield out
+            yield ReasoningStep(logits=out.logits, halt_logits=out.halt_logits, halted=self.halt_signal(out))
 
     # --- halting -----------------------------------------------------------------------------------------------
 
     @abstractmethod
     def halt_signal(self, out: SegmentOutput) -> Tensor:
-        """The method's own halting rule [B] bool: training, early exit at evaluation, and test-time early exit and
-        confidence (through `evaluation_segments`)."""
+        """The method's own halting rule [B] bool, the only one: training (`advance`), early exit at evaluation, and
+        test-time early exit and confidence (through `reasoning_steps`)."""
 
     def advance(self, carry: Carry, out: SegmentOutput, training: bool) -> Carry:
         """Count the segment, decide which slots halt, and detach the states for the next segment."""
@@ -331,3 +349,18 @@ class RecursionStrategy(ABC):
                 floor = torch.randint_like(steps, 2, self.supervision_steps + 1)
                 halted = halted & (steps >= torch.where(explore, floor, torch.zeros_like(floor)))
         return replace(carry, y=out.y.detach(), z=out.z.detach(), steps=steps, halted=halted)
+
+
+def _constructor_signature(cls: type) -> inspect.Signature:
+    """The full constructor signature of a strategy class: its own parameters, and where it takes `**kwargs` (passed
+    on to `super().__init__`) its parent's, keyword-only, so the recorded hyperparameters include every default."""
+    init = cls.__dict__["__init__"]
+    own = inspect.signature(getattr(init, "__wrapped__", init))
+    params = [p for p in own.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if any(p.kind is p.VAR_KEYWORD for p in own.parameters.values()):
+        parent = next(c for c in cls.__mro__[1:] if "__init__" in c.__dict__)  # the class super().__init__ runs
+        inherited = list(_constructor_signature(parent).parameters.values())[1:]
+        names = {p.name for p in params}
+        params += [p.replace(kind=p.KEYWORD_ONLY) for p in inherited
+                   if p.name not in names and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return own.replace(parameters=params)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -94,11 +94,8 @@ class CGAR(TRM):
             from 0, the finished counts of the slots that restart included (the loss, and so the weight, is computed
             in training only); 'none': unweighted, as TRM.
         supervision_lambda: lambda, the decay of the weight per supervision step.
-        supervision_steps: Supervision segments per example (N_sup).
-        halt_exploration: Probability that a slot must run a random minimum of [2, N_sup] segments.
-        loss_type: Token cross-entropy: 'stablemax' or 'softmax'.
-        halt_loss_weight: Weight of the halt BCE term.
-        eval_early_exit: At evaluation, stop each example at its first segment with q_halt > 0.
+        **kwargs: `RecursionStrategy`'s arguments (supervision_steps, halt_exploration, loss_type, halt_loss_weight,
+            eval_early_exit).
     """
 
     def __init__(
@@ -110,15 +107,9 @@ class CGAR(TRM):
         eval_full_depth: bool = True,
         weighting: Literal["paper", "repo", "none"] = "paper",
         supervision_lambda: float = 0.7,
-        supervision_steps: int = 16,
-        halt_exploration: float = 0.1,
-        loss_type: Literal["stablemax", "softmax"] = "stablemax",
-        halt_loss_weight: float = 0.5,
-        eval_early_exit: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            cycles, latent_steps, supervision_steps, halt_exploration, loss_type, halt_loss_weight, eval_early_exit
-        )
+        super().__init__(cycles, latent_steps, **kwargs)
         if weighting not in ("paper", "repo", "none"):
             raise ValueError(f"unknown weighting {weighting!r}; choose 'paper', 'repo' or 'none'.")
         if supervision_lambda <= 0:

@@ -43,7 +43,7 @@ def check_gradient_window(strategy: RecursionStrategy, net: ReasoningNetwork, pr
     finally:
         for hook in hooks:
             hook.remove()
-    calls, with_grad = strategy.module_calls(progress, training=True)
+    calls, with_grad = strategy.calls_made(first, progress, training=True)
     assert len(grad_flags) == calls, f"{strategy!r} made {len(grad_flags)} module calls, declared {calls}"
     assert sum(grad_flags) == with_grad, f"{strategy!r} ran {sum(grad_flags)} calls with gradient, declared {with_grad}"
     for state in (first.y, first.z):
@@ -72,19 +72,11 @@ def check_carry_follows_network(strategy: RecursionStrategy, net: ReasoningNetwo
 
 
 def check_deterministic_evaluation(strategy: RecursionStrategy, net: ReasoningNetwork, progress: Progress) -> None:
-    """Two evaluations of the same batch give identical logits and halting decisions."""
+    """Two evaluations of the same batch (`reasoning_steps`) give identical logits and halting decisions."""
     batch = random_batch(net)
-    results = []
-    for _ in range(2):
-        with torch.no_grad():
-            carry = strategy.refresh(net, strategy.initial_carry(net, batch), batch)
-            outputs = []
-            for _ in range(strategy.supervision_steps):
-                out = strategy.run_segment(net, carry, progress, training=False)
-                carry = strategy.advance(carry, out, training=False)
-                outputs.append((out.logits, out.halt_logits, carry.halted))
-        results.append(outputs)
-    for first, second in zip(*results):
+    runs = [[(step.logits, step.halt_logits, step.halted) for step in strategy.reasoning_steps(net, batch, progress)]
+            for _ in range(2)]
+    for first, second in zip(*runs):
         for a, b in zip(first, second):
             assert torch.equal(a, b), f"{strategy!r}: evaluation is not deterministic"
 

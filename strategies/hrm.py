@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,24 +53,12 @@ class HRM(ContinueHalting):
     Args:
         cycles: H, high-level cycles per segment (H_cycles).
         latent_steps: L, latent updates per cycle (L_cycles).
-        supervision_steps: Supervision segments per example (N_sup).
-        halt_exploration: Probability that a slot must run a random minimum of [2, N_sup] segments.
-        loss_type: Token cross-entropy: 'stablemax' or 'softmax'.
-        halt_loss_weight: Weight of the halt + continue BCE terms.
-        eval_early_exit: At evaluation, stop each example at its first segment with q_halt > q_continue.
+        **kwargs: `RecursionStrategy`'s arguments (supervision_steps, halt_exploration, loss_type, halt_loss_weight:
+            the weight of the halt + continue BCE terms, eval_early_exit).
     """
 
-    def __init__(
-        self,
-        cycles: int = 2,
-        latent_steps: int = 2,
-        supervision_steps: int = 16,
-        halt_exploration: float = 0.1,
-        loss_type: Literal["stablemax", "softmax"] = "stablemax",
-        halt_loss_weight: float = 0.5,
-        eval_early_exit: bool = False,
-    ) -> None:
-        super().__init__(supervision_steps, halt_exploration, loss_type, halt_loss_weight, eval_early_exit)
+    def __init__(self, cycles: int = 2, latent_steps: int = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if cycles < 1 or latent_steps < 1:
             raise ValueError(f"cycles and latent_steps must be >= 1, got {cycles} and {latent_steps}.")
         self.cycles = cycles

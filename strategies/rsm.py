@@ -9,22 +9,24 @@ Training: the states are detached at the start of every outer step and every out
 gradient. With probability 1 - p_detach (one draw per training segment from torch's RNG) the gradient also reaches the
 penultimate answer update: it runs with gradient from detached inputs (its latent loop without gradient) and its output
 enters the final outer step undetached ("stochastic depth over H"). The module calls with gradient are therefore
-L + 1 or L + 2; `module_calls` reports the window of the most recent training draw (see there).
+L + 1 or L + 2; each training segment reports the window it drew in `SegmentOutput.calls`.
 
 Depth: H and L grow on two independent milestone schedules over training progress; evaluation runs any
-(h_test, l_test) with memory constant in H. `RSM.trace` returns the reliability signals decoded after each outer step.
+(h_test, l_test) with memory constant in H. `reasoning_steps` yields the answer after every outer step, from which
+test-time compute (`recursive_reasoning.inference`) reads settling and early exit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from recursive_reasoning.core.network import ReasoningNetwork
-from strategies.base import Batch, Carry, Progress, RecursionStrategy, SegmentOutput
+from strategies.base import Batch, Carry, Progress, ReasoningStep, RecursionStrategy, SegmentOutput
 
 Schedule = list[tuple[float, int]]
 
@@ -68,34 +70,6 @@ def _at(schedule: Schedule, step: int, total: int) -> int:
     return [d for f, d in schedule if percent >= round(f * 100.0, 9)][-1]
 
 
-def settle_signals(answers: Tensor, settle_k: int) -> tuple[Tensor, Tensor]:
-    """Steps-to-settle and settled flags from decoded answers after each outer step.
-
-    Args:
-        answers: Decoded tokens [H, B, L] after outer steps 1..H.
-        settle_k: An example is settled when its answer did not change over the last k outer steps.
-
-    Returns:
-        steps_to_settle [B] int64 (the first outer step, 1-based, after which the answer never changes again) and
-        settled [B] bool (steps_to_settle <= H - k, i.e. unchanged over the last k steps; needs H > k).
-    """
-    steps = answers.shape[0]
-    changed = (answers[1:] != answers[:-1]).any(-1)  # [H-1, B]: step t+2 differs from step t+1
-    index = torch.arange(2, steps + 1, device=answers.device).view(-1, 1).expand_as(changed)
-    ones = torch.ones(answers.shape[1], dtype=torch.long, device=answers.device)
-    steps_to_settle = torch.where(changed, index, 1).amax(0) if steps > 1 else ones
-    return steps_to_settle, steps_to_settle <= steps - settle_k
-
-
-def sudoku_rule_checker(tokens: Tensor) -> Tensor:
-    """A `trace` checker for Sudoku: whether each decoded grid of tokens [B, N*N] (digit + 1) is a valid solution."""
-    from datamodules.sudoku import decode
-    from datamodules.sudoku_rules import valid_solutions
-
-    grids = decode(tokens.long()).cpu().numpy()
-    return torch.from_numpy(valid_solutions(grids)).to(tokens.device)
-
-
 class RSM(RecursionStrategy):
     """Recursive Stem Model: H detached outer steps, gradient through the last (and stochastically the penultimate).
 
@@ -111,16 +85,18 @@ class RSM(RecursionStrategy):
             L = 2..12 at 0, 30.1, 50.1, 70.1, 80.1, 84.1, 86.1, 88.1, 90.1, 92.1, 94.1%.
         p_detach: Probability that the penultimate answer update is detached too (1.0: only the last outer step
             trains; 0.0: the gradient always reaches the penultimate answer update).
-        h_test: Outer steps at evaluation; None follows eval_depth. `trace` and test-time compute use h_test, or the
-            final H of h_schedule when None.
-        l_test: Latent updates per outer step at evaluation; None follows eval_depth (`trace`: the final L).
+        h_test: Outer steps at evaluation (plain and test-time); None follows eval_depth.
+        l_test: Latent updates per outer step at evaluation; None follows eval_depth.
         eval_depth: Depth of evaluation where h_test / l_test are None: 'current', the schedules' depth at the
             progress reached (the reference; needs the planned total, which checkpoints save), or 'final', the last
             milestones' depth.
         eval_depths: Extra evaluation depths H; the module logs val/exact_accuracy@H{h} for each (L as l_test).
-        settle_k: Outer steps without change after which `trace` calls an answer settled.
-        loss_type: Token cross-entropy on the final answer: 'stablemax' or 'softmax'.
+        loss_type: Token cross-entropy on the final answer: 'stablemax' or 'softmax', RSM's one free base argument:
+            the others are fixed (one supervision segment per example, no halt exploration, no halt loss, no early
+            exit).
     """
+
+    retired_args = {"settle_k": "never read: test-time settling is model.test_time.settle_k"}
 
     def __init__(
         self,
@@ -131,7 +107,6 @@ class RSM(RecursionStrategy):
         l_test: int | None = None,
         eval_depth: Literal["current", "final"] = "current",
         eval_depths: list[int] | None = None,
-        settle_k: int = 3,
         loss_type: Literal["stablemax", "softmax"] = "stablemax",
     ) -> None:
         super().__init__(
@@ -143,8 +118,6 @@ class RSM(RecursionStrategy):
             raise ValueError(f"h_test and l_test must be >= 1, got {h_test} and {l_test}.")
         if eval_depths is not None and any(int(h) < 1 for h in eval_depths):
             raise ValueError(f"eval_depths must all be >= 1, got {eval_depths}.")
-        if settle_k < 1:
-            raise ValueError(f"settle_k must be >= 1, got {settle_k}.")
         if eval_depth not in ("current", "final"):
             raise ValueError(f"unknown eval_depth {eval_depth!r}; choose 'current' (the reference) or 'final'.")
         self.h_schedule = _schedule("h_schedule", h_schedule, SUDOKU_H_SCHEDULE, minimum=2)
@@ -155,8 +128,6 @@ class RSM(RecursionStrategy):
         self.eval_depth = eval_depth
         self._fixed_test = (h_test is not None, l_test is not None)
         self.eval_depths = [int(h) for h in eval_depths] if eval_depths is not None else []
-        self.settle_k = settle_k
-        self.last_penultimate_grad: bool | None = None  # the most recent stochastic-depth draw (training)
 
     # --- depth -------------------------------------------------------------------------------------------------
 
@@ -203,6 +174,25 @@ class RSM(RecursionStrategy):
     def recurse(
         self, net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, progress: Progress, training: bool
     ) -> tuple[Tensor, Tensor]:
+        """H outer steps; in training with a fresh stochastic-depth draw (`run_segment` reports it)."""
+        return self._unroll(net, y, z, x, progress, training, training and self._draw())
+
+    def run_segment(self, net: ReasoningNetwork, carry: Carry, progress: Progress, training: bool) -> SegmentOutput:
+        """The base segment, reporting in `calls` the gradient window this segment drew."""
+        penultimate_grad = training and self._draw()
+        x = net.embed(carry.batch["inputs"], carry.batch["puzzle_ids"])
+        y, z = self._unroll(net, carry.y, carry.z, x, progress, training, penultimate_grad)
+        return replace(self.read_heads(net, y, z), calls=self._window(progress, training, penultimate_grad))
+
+    def _draw(self) -> bool:
+        """Whether the gradient reaches the penultimate answer update: the reference's one torch.rand(1) against
+        p_detach, none at all when p_detach is 0."""
+        return self.p_detach <= 0.0 or not torch.rand(1).item() < self.p_detach
+
+    def _unroll(
+        self, net: ReasoningNetwork, y: Tensor, z: Tensor, x: Tensor, progress: Progress, training: bool,
+        penultimate_grad: bool,
+    ) -> tuple[Tensor, Tensor]:
         outer, latent = self.depth(progress, training)
         if not training:
             with torch.no_grad():
@@ -210,9 +200,6 @@ class RSM(RecursionStrategy):
                     y, z = self.cycle(net, y, z, x, latent)
             return y, z
         outer = max(2, outer)  # the reference trains at H >= 2 (a detached warm-up and a final step)
-        # The reference's draw: one torch.rand(1) against p_detach, none at all when p_detach is 0.
-        penultimate_grad = self.p_detach <= 0.0 or not torch.rand(1).item() < self.p_detach
-        self.last_penultimate_grad = penultimate_grad
         with torch.no_grad():
             for _ in range(outer - 2):
                 y, z = self.cycle(net, y.detach(), z.detach(), x, latent)
@@ -223,21 +210,17 @@ class RSM(RecursionStrategy):
             y = net.answer_step(y, z)
         return self.cycle(net, y if penultimate_grad else y.detach(), z.detach(), x, latent)
 
-    def module_calls(self, progress: Progress, training: bool) -> tuple[int, int]:
-        """(H * (L + 1), L + 1 or L + 2) of a segment.
-
-        In training the stochastic-depth draw happens in `recurse`; this reports the window of the most recent draw.
-        Before any draw it reports the deterministic cases (p_detach 1.0: L + 1; 0.0: L + 2) and otherwise L + 1.
-        Evaluation runs everything without gradient.
-        """
+    def _window(self, progress: Progress, training: bool, penultimate_grad: bool) -> tuple[int, int]:
+        """(H * (L + 1), L + 1 + penultimate_grad) in training; evaluation runs everything without gradient."""
         outer, latent = self.depth(progress, training)
         if not training:
             return outer * (latent + 1), 0
-        outer = max(2, outer)
-        penultimate = self.last_penultimate_grad
-        if penultimate is None:
-            penultimate = self.p_detach == 0.0
-        return outer * (latent + 1), latent + 1 + int(penultimate)
+        return max(2, outer) * (latent + 1), latent + 1 + int(penultimate_grad)
+
+    def module_calls(self, progress: Progress, training: bool) -> tuple[int, int]:
+        """(H * (L + 1), L + 1 or L + 2) of a segment: the declared window leaves out the stochastic penultimate
+        update (L + 1) unless p_detach is 0 (always L + 2); a training segment reports its draw in `calls`."""
+        return self._window(progress, training, self.p_detach == 0.0)
 
     # --- loss and halting --------------------------------------------------------------------------------------
 
@@ -267,96 +250,22 @@ class RSM(RecursionStrategy):
 
     has_halt_head = False
 
+    def evaluation_steps(self, progress: Progress) -> int:
+        """H, the evaluation depth of this progress (h_test, or the schedule's as eval_depth says)."""
+        return self.depth(progress, False)[0]
+
     @torch.no_grad()
     def reasoning_steps(
         self, net: ReasoningNetwork, batch: Batch, progress: Progress, steps: int | None = None
-    ) -> Iterator[tuple[Tensor, Tensor]]:
-        """One step per outer step (L latent updates, one answer update) at l_test; `steps` overrides h_test.
+    ) -> Iterator[ReasoningStep]:
+        """One step per outer step (L latent updates, one answer update) at the evaluation depth; `steps` overrides H.
 
-        RSM has no Q head: the halt logits are zeros.
+        RSM has no Q head (its recipes build none: the halt logits are zeros) and its halting rule never fires.
         """
+        outer, latent = self.depth(progress, False)
         x = net.embed(batch["inputs"], batch["puzzle_ids"])
         y, z = net.initial_states(x.shape[0])
-        zeros = torch.zeros(x.shape[0], device=x.device)
-        for _ in range(self.h_test if steps is None else steps):
-            y, z = self.cycle(net, y, z, x, self.l_test)
-            yield net.decode(y), zeros
-
-    @torch.no_grad()
-    def trace(
-        self,
-        net: ReasoningNetwork,
-        batch: Batch,
-        h_test: int | None = None,
-        l_test: int | None = None,
-        settle_k: int | None = None,
-        checker: Callable[[Tensor], Tensor] | None = None,
-        early_exit: bool = False,
-    ) -> dict[str, Tensor]:
-        """Run the outer steps without gradient and return the reliability signals per example.
-
-        Memory is constant in H apart from the decoded answers [H, B, L] (int16) and the relative changes [H, B].
-
-        Args:
-            net: The reasoning network.
-            batch: inputs [B, L] and puzzle_ids [B].
-            h_test: Outer steps; None uses the strategy's h_test.
-            l_test: Latent updates per outer step; None uses the strategy's l_test.
-            settle_k: Unchanged outer steps that make an answer settled; None uses the strategy's settle_k.
-            checker: Maps decoded tokens [B, L] to bool [B] (e.g. the puzzle's rule checker).
-            early_exit: Freeze each example once it is settled (its state, answer and relative change stay put);
-                the loop stops when every example is settled.
-
-        Returns:
-            answers [H, B, L] int16 (argmax tokens after each outer step), relative_change [H, B] float32
-            (||y_t - y_{t-1}|| / ||y_{t-1}||), steps_to_settle [B], settled [B] bool, steps_used [B] (outer steps run
-            per example), predictions [B, L] (the final answer), and with a checker passes_checker [B] and
-            certified [B] (settled and passing the checker).
-        """
-        outer = self.h_test if h_test is None else h_test
-        latent = self.l_test if l_test is None else l_test
-        k = self.settle_k if settle_k is None else settle_k
-        if outer < 1 or latent < 1 or k < 1:
-            raise ValueError(f"h_test, l_test and settle_k must be >= 1, got {outer}, {latent} and {k}.")
-        inputs = batch["inputs"]
-        size, device = inputs.shape[0], inputs.device
-        x = net.embed(inputs, batch["puzzle_ids"])
-        y, z = net.initial_states(size)
-        answers = torch.empty((outer, size, net.seq_len), dtype=torch.int16, device=device)
-        relative = torch.zeros((outer, size), dtype=torch.float32, device=device)
-        steps_used = torch.full((size,), outer, dtype=torch.long, device=device)
-        unchanged = torch.zeros(size, dtype=torch.long, device=device)
-        live = torch.ones(size, dtype=torch.bool, device=device)
-        for t in range(outer):
-            new_y, new_z = self.cycle(net, y, z, x, latent)
-            if early_exit:
-                keep = live.view(-1, 1, 1)
-                new_y, new_z = torch.where(keep, new_y, y), torch.where(keep, new_z, z)
-            previous = y.float().flatten(1)
-            relative[t] = (new_y.float().flatten(1) - previous).norm(dim=1) / previous.norm(dim=1).clamp_min(1e-12)
-            answers[t] = net.decode(new_y).argmax(-1).to(torch.int16)
-            y, z = new_y, new_z
-            if t > 0:
-                same = (answers[t] == answers[t - 1]).all(-1)
-                unchanged = torch.where(same, unchanged + 1, torch.zeros_like(unchanged))
-            if early_exit:
-                newly = live & (unchanged >= k)
-                steps_used = torch.where(newly, t + 1, steps_used)
-                live = live & ~newly
-                if not bool(live.any()):
-                    answers[t + 1 :] = answers[t]
-                    break
-        steps_to_settle, settled = settle_signals(answers, k)
-        result = {
-            "answers": answers,
-            "relative_change": relative,
-            "steps_to_settle": steps_to_settle,
-            "settled": settled,
-            "steps_used": steps_used,
-            "predictions": answers[-1].long(),
-        }
-        if checker is not None:
-            passes = torch.as_tensor(checker(result["predictions"]), dtype=torch.bool, device=device)
-            result["passes_checker"] = passes
-            result["certified"] = passes & settled
-        return result
+        for _ in range(outer if steps is None else steps):
+            y, z = self.cycle(net, y, z, x, latent)
+            out = self.read_heads(net, y, z)
+            yield ReasoningStep(logits=out.logits, halt_logits=out.halt_logits, halted=self.halt_signal(out))

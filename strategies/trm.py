@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,24 +17,12 @@ class TRM(RecursionStrategy):
     Args:
         cycles: T, recursion cycles per segment (H_cycles); the first T-1 run without gradient.
         latent_steps: n, latent updates per cycle (L_cycles).
-        supervision_steps: Supervision segments per example (N_sup).
-        halt_exploration: Probability that a slot must run a random minimum of [2, N_sup] segments.
-        loss_type: Token cross-entropy: 'stablemax' or 'softmax'.
-        halt_loss_weight: Weight of the halt BCE term.
-        eval_early_exit: At evaluation, stop each example at its first segment with q_halt > 0.
+        **kwargs: `RecursionStrategy`'s arguments (supervision_steps, halt_exploration, loss_type, halt_loss_weight,
+            eval_early_exit); TRM's halting rule is q_halt > 0.
     """
 
-    def __init__(
-        self,
-        cycles: int = 3,
-        latent_steps: int = 6,
-        supervision_steps: int = 16,
-        halt_exploration: float = 0.1,
-        loss_type: Literal["stablemax", "softmax"] = "stablemax",
-        halt_loss_weight: float = 0.5,
-        eval_early_exit: bool = False,
-    ) -> None:
-        super().__init__(supervision_steps, halt_exploration, loss_type, halt_loss_weight, eval_early_exit)
+    def __init__(self, cycles: int = 3, latent_steps: int = 6, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if cycles < 1 or latent_steps < 1:
             raise ValueError(f"cycles and latent_steps must be >= 1, got {cycles} and {latent_steps}.")
         self.cycles = cycles
@@ -58,4 +46,5 @@ class TRM(RecursionStrategy):
         return cycles * (latent_steps + 1), latent_steps + 1
 
     def halt_signal(self, out: SegmentOutput) -> Tensor:
+        """Halt where q_halt > 0."""
         return out.halt_logits > 0

@@ -139,7 +139,7 @@ def test_a_29_line_maze_names_the_line_count() -> None:
 def test_counts_below_one_name_the_option(checkpoints: dict[str, Path], flag: str, value: str, capsys) -> None:
     status, _, err = run(["--ckpt_path", str(checkpoints["sudoku4"]), "--puzzle", strings(4, 1)[0], flag, value],
                          capsys)
-    assert status == 2 and f"argument {flag}: must be >= 1, got {int(value)}" in err
+    assert status == 2 and f"{flag.removeprefix('--')} must be >= 1, got {int(value)}" in err
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,7 @@ def slot(data: Carry | SegmentOutput, i: int) -> Carry | SegmentOutput:
         value = getattr(data, field.name)
         if isinstance(value, dict):
             sliced[field.name] = {k: v[i : i + 1] for k, v in value.items()}
-        else:
+        elif isinstance(value, torch.Tensor):  # not the segment's reported calls, which hold for every slot
             sliced[field.name] = value[i : i + 1]
     return replace(data, **sliced)
 

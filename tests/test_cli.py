@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import gzip
+import importlib
+import inspect
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from conftest import require_shared
+from jsonargparse import ArgumentParser
+
+from datamodules.base import PuzzleDataModule
+from datamodules.kinds import PuzzleKind
 
 from recursive_reasoning.cli import main
 from strategies import TRM
@@ -40,45 +48,61 @@ TINY = [
 ]
 
 
-def sudoku_dir(tmp_path: Path) -> Path:
-    """A Sudoku-Extreme layout made from the real 1000-row sample (the sample also stands in for test.csv)."""
-    directory = tmp_path / "sudoku-extreme"
-    directory.mkdir()
-    rows = gzip.open(require_shared("data/sudoku-extreme/train_random1k.csv.gz"), "rt").read().splitlines()
-    (directory / "train.csv").write_text("\n".join(rows[:201]) + "\n")
-    (directory / "test.csv").write_text("\n".join([rows[0]] + rows[801:]) + "\n")
-    return directory
+# Tiny values for the data modules' conventional size parameters, set wherever a data module's __init__ has one
+# that takes an int: a new data module with these names is shrunk with no edit here, one without them trains its
+# defaults. The held-out counts fit the generated test file (TINY_ROWS - TINY_TRAIN_ROWS rows).
+TINY_DATA = {"train_size": 16, "val_size": 4, "test_size": 4, "subsample": 16, "augmentations": 2, "max_tasks": 2,
+             "val_tasks": 1, "val_groups": 1, "test_groups": 1}
+TINY_ROWS, TINY_TRAIN_ROWS = 24, 16
 
 
-def maze_dir(tmp_path: Path) -> Path:
-    """A Maze-Hard layout made from the first rows of the real files: 16 training and 8 test mazes."""
-    directory = tmp_path / "maze-30x30-hard-1k"
+def _takes_int(hint: object) -> bool:
+    return hint is int or int in typing.get_args(hint)
+
+
+def _data_module(data: dict, init_args: dict) -> PuzzleDataModule:
+    """The config's data module with `init_args` over its own, instantiated as the command line does."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(PuzzleDataModule, "data")
+    config = parser.parse_object({"data": {"class_path": data["class_path"],
+                                           "init_args": {**data.get("init_args", {}), **init_args}}})
+    return parser.instantiate_classes(config).data
+
+
+def _csv_data_dir(kind: PuzzleKind, directory: Path) -> Path:
+    """train.csv and test.csv of generated puzzles in the layout the CSV data modules read (datamodules.sources):
+    header source,question,answer,rating and each puzzle and answer as the kind's compact text."""
+    inputs, labels = kind.generate(TINY_ROWS, np.random.default_rng(0))
+    rows = [f"tiny,{kind.compact(x)},{kind.compact(y)},0" for x, y in zip(inputs, labels)]
     directory.mkdir()
-    for name, rows in (("train", 16), ("test", 8)):
-        lines = gzip.open(require_shared(f"data/maze-30x30-hard-1k/{name}.csv.gz"), "rt").read().splitlines()
-        (directory / f"{name}.csv").write_text("\n".join(lines[: rows + 1]) + "\n")
+    for name, part in (("train", rows[:TINY_TRAIN_ROWS]), ("test", rows[TINY_TRAIN_ROWS:])):
+        (directory / f"{name}.csv").write_text("\n".join(["source,question,answer,rating", *part]) + "\n")
     return directory
 
 
 def data_overrides(config: Path, tmp_path: Path) -> list[str]:
-    data_class = yaml.safe_load(config.read_text())["data"]["class_path"]
-    if data_class == "datamodules.Sudoku":
-        return [f"--data.init_args.data_dir={sudoku_dir(tmp_path)}", "--data.init_args.subsample=16",
-                "--data.init_args.augmentations=2", "--data.init_args.val_size=4", "--data.init_args.test_size=4"]
-    if data_class == "datamodules.GeneratedSudoku":
-        return ["--data.init_args.size=4", "--data.init_args.train_size=16", "--data.init_args.val_size=4",
-                "--data.init_args.test_size=4", f"--data.init_args.cache_dir={tmp_path / 'cache'}"]
-    if data_class == "datamodules.Maze":
-        return [f"--data.init_args.data_dir={maze_dir(tmp_path)}", "--data.init_args.val_size=4",
-                "--data.init_args.test_size=4"]
-    if data_class == "datamodules.GeneratedMaze":
-        return ["--data.init_args.side=6", "--data.init_args.min_path=6", "--data.init_args.train_size=16",
-                "--data.init_args.val_size=4", "--data.init_args.test_size=4",
-                f"--data.init_args.cache_dir={tmp_path / 'cache'}"]
-    if data_class == "datamodules.ARC":
-        return [f"--data.init_args.data_dir={require_shared('data')}", "--data.init_args.max_tasks=2",
-                "--data.init_args.augmentations=2", "--data.init_args.val_tasks=1"]
-    raise AssertionError(f"no tiny overrides for data module {data_class}; add them here")
+    """Command-line options that make a recipe's data module tiny, derived from its __init__ signature alone.
+
+    Every TINY_DATA parameter it has is shrunk, a cache_dir goes under tmp_path, and a data_dir (a module reading
+    files) becomes a directory of puzzles its kind generates, or the shared data where the kind has no generator.
+    """
+    data = yaml.safe_load(config.read_text())["data"]
+    module_name, _, class_name = data["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    parameters = inspect.signature(cls).parameters
+    hints = typing.get_type_hints(cls.__init__)
+    tiny: dict[str, object] = {name: value for name, value in TINY_DATA.items()
+                               if name in parameters and _takes_int(hints.get(name))}
+    if "cache_dir" in parameters:
+        tiny["cache_dir"] = str(tmp_path / "cache")
+    if "data_dir" in parameters:
+        tiny["data_dir"] = str(require_shared("data"))
+        kind = _data_module(data, tiny).puzzle_kind
+        try:
+            tiny["data_dir"] = str(_csv_data_dir(kind, tmp_path / "data"))
+        except ValueError:  # no generator (ARC): the shared data, kept small by the sizes above
+            pass
+    return [f"--data.init_args.{name}={value}" for name, value in tiny.items()]
 
 
 @pytest.mark.parametrize("config", [pytest.param(c, marks=pytest.mark.slow) if c.stem in SLOW_CONFIGS else c

@@ -143,12 +143,46 @@ def test_checkpoint_holds_what_lightning_loads_and_is_written_atomically(tmp_pat
     assert sorted(p.name for p in output.parent.iterdir()) == ["hrm.ckpt"]  # no temporary file left behind
 
 
-def test_puzzle_format_lets_rr_solve_load_the_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "flags",
+    [["--puzzle_kind", "sudoku"], ["--puzzle_kind", "datamodules.kinds.SudokuKind"], ["--puzzle_format", "sudoku"]],
+    ids=["registered-name", "class-path", "old-flag-name"],
+)
+def test_puzzle_kind_lets_rr_solve_load_the_checkpoint(tmp_path: Path, flags: list[str]) -> None:
+    """The kind by name or class path, its arguments from the model's shape (16 cells, 11 tokens: a 4x4 Sudoku)."""
     output = tmp_path / "sudoku.ckpt"
     main(["import", "--source", str(reference_checkpoint(tmp_path, "trm_mlpt_nopos")), "--output", str(output),
-          "--H_cycles", "3", "--L_cycles", "6", "--halt_max_steps", "4", "--puzzle_format", "sudoku"])
-    model, fmt = load_solver(output)
-    assert fmt.describe() == SudokuKind(4).describe() and model.net.seq_len == 16
+          "--cycles", "3", "--L_cycles", "6", "--halt_max_steps", "4", *flags])
+    assert torch.load(output, weights_only=True)["rr_import"]["puzzle_kind"] == SudokuKind(4).describe()
+    model, kind = load_solver(output)
+    assert kind.describe() == SudokuKind(4).describe() and model.net.seq_len == 16
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("chess", "unknown puzzle kind 'chess'; give one of"), ("maze", "--puzzle_kind maze: a maze has 6 tokens"),
+     ("datamodules.kinds.Nope", "puzzle kind 'datamodules.kinds.Nope' cannot be imported"),
+     ("datamodules.kinds.Puzzle", "unknown puzzle kind 'datamodules.kinds.Puzzle'")],
+    ids=["unknown-name", "shape-does-not-fit", "missing-class", "not-a-kind"],
+)
+def test_a_puzzle_kind_that_does_not_fit_is_named(tmp_path: Path, capsys, kind: str, message: str) -> None:
+    output = tmp_path / "out.ckpt"
+    error = import_fails(capsys, "--source", str(reference_checkpoint(tmp_path, "trm_mlpt_nopos")), "--output",
+                         str(output), "--H_cycles", "3", "--L_cycles", "6", "--halt_max_steps", "4",
+                         "--puzzle_kind", kind)
+    assert message in error and not output.exists()
+
+
+def test_help_lists_every_option(capsys) -> None:
+    """Generated from `import_checkpoint` and `ReferenceSettings`, with the older flag names beside them."""
+    with pytest.raises(SystemExit):
+        main(["import", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--source", "--output", "--config", "--method", "--puzzle_kind", "--puzzle_format", "--force",
+                 "--H_cycles", "--cycles", "--L_cycles", "--latent_steps", "--halt_max_steps", "--supervision_steps",
+                 "--halt_exploration_prob", "--prob_detach_prev_H", "--p_detach", "--loss_type", "--seq_len",
+                 "--num_heads", "--pos_encodings", "--positions", "--puzzle_emb_len", "--expansion"):
+        assert flag in text, flag
 
 
 def test_refuses_a_state_dict_that_is_not_a_reference_checkpoint(tmp_path: Path, capsys) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import require_shared
 
-from recursive_reasoning.interop import load_reference_weights, network_config_from_reference, reference_key_to_ours
+from recursive_reasoning.reference_names import load_reference_weights, network_config_from_reference, reference_key_to_ours
 from recursive_reasoning.core.network import ReasoningNetwork
 from strategies import HRM, TRM, Progress
 

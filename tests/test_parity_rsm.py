@@ -4,7 +4,7 @@ Each vector holds reference weights (original names, `lm_head.weight` tied to th
 evaluation outputs after outer steps 1..5 (states, logits, loss, metrics), five training cases (H 2, 3, 5 with the
 one- and two-step gradient window: logits, loss, every gradient, the puzzle-table gradient, which core calls ran
 with gradient) and the reference's stochastic-depth draws for seeds 0..31. We load the weights through
-`recursive_reasoning.interop` and match every tensor within the README's tolerance.
+`recursive_reasoning.reference_names` and match every tensor within the README's tolerance.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from conftest import require_shared
 from test_parity import as_batch, assert_close
 
-from recursive_reasoning.interop import load_reference_weights, network_config_from_reference, reference_key_to_ours
+from recursive_reasoning.reference_names import load_reference_weights, network_config_from_reference, reference_key_to_ours
 from recursive_reasoning.core.network import ReasoningNetwork
 from strategies import RSM, Progress
 
@@ -113,10 +113,10 @@ def test_training_case_gradients_and_gradient_window(name: str, case: str) -> No
     loss.total.backward()
 
     label = f"{name} train {case}"
-    assert method.last_penultimate_grad == record["include_prev_H"], f"{label} gradient window"
+    latent = vector(name)["config"]["L_cycles"]
+    assert out.calls[1] == latent + 1 + int(record["include_prev_H"]), f"{label} gradient window"
     assert calls == record["core_calls"], f"{label}: core calls (grad enabled, state / injection requires grad)"
-    assert method.module_calls(Progress(0), training=True) == (
-        len(calls), sum(c["grad_enabled"] for c in calls)), f"{label} declared window"
+    assert out.calls == (len(calls), sum(c["grad_enabled"] for c in calls)), f"{label} reported window"
     assert_close(out.logits, record["logits"], f"{label} logits")
     assert torch.equal(out.logits.argmax(-1), record["preds"]), f"{label} preds"
     check_loss_and_metrics(record, carry, loss, label)
@@ -141,21 +141,22 @@ def test_stochastic_depth_draws_match_the_reference() -> None:
     method = strategy(name, 2, p_detach=draws["p"])
     batch = as_batch(vector(name)["batch"])
     carry = method.refresh(net, method.initial_carry(net, batch), batch)
+    one_step = method.module_calls(Progress(0), training=True)[1]  # the declared window: without the penultimate
     got = []
     for seed in draws["seeds"]:
         torch.manual_seed(seed)
         with torch.no_grad():
-            method.run_segment(net, carry, Progress(0), training=True)
-        got.append(method.last_penultimate_grad)
+            got.append(method.run_segment(net, carry, Progress(0), training=True).calls[1] == one_step + 1)
     assert got == draws["include_prev_H"]
 
     never = strategy(name, 2, p_detach=0.0)
     torch.manual_seed(7)
     with torch.no_grad():
-        never.run_segment(net, carry, Progress(0), training=True)
+        window = never.run_segment(net, carry, Progress(0), training=True).calls
     after = torch.rand(1)
     torch.manual_seed(7)
-    assert never.last_penultimate_grad is True and torch.equal(after, torch.rand(1))
+    assert window == never.module_calls(Progress(0), training=True) == (window[0], one_step + 1)
+    assert torch.equal(after, torch.rand(1))
 
 
 def test_token_mlp_norm_over_positions_does_not_match_rsm() -> None:

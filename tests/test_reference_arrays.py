@@ -46,8 +46,8 @@ def test_sudoku_reads_back_the_csv_rows_in_rr_encoding() -> None:
     questions, answers = _read_grids(require_shared("data/sudoku-extreme/train_random1k.csv.gz"), limit=30)
     module = ReferenceArrays(str(SUDOKU), batch_size=4)
     module.setup()
-    assert (module.kind, module.vocab_size, module.seq_len, module.num_puzzle_ids) == ("sudoku", 11, 81, 1)
-    assert module.puzzle_format().describe() == SudokuKind(9).describe()
+    assert (module.vocab_size, module.seq_len, module.num_puzzle_ids) == (11, 81, 1)
+    assert module.puzzle_kind.describe() == SudokuKind(9).describe()
     assert module.evaluator("val") is None
     test = items(module, "test")
     assert torch.equal(test["inputs"], torch.from_numpy(questions[20:30] + 1).long())  # rr: 1 blank, 2..10 digits
@@ -69,8 +69,8 @@ def test_maze_reads_back_the_csv_rows_and_the_reference_dihedral_order() -> None
     test_q, test_a = read_maze_csv(require_shared("data/maze-30x30-hard-1k/test.csv.gz"), limit=3)
     module = ReferenceArrays(str(MAZE), batch_size=4)
     module.setup()
-    assert (module.kind, module.vocab_size, module.seq_len, module.num_puzzle_ids) == ("maze", 6, 900, 1)
-    assert module.puzzle_format().describe() == MazeKind(30).describe()
+    assert (module.vocab_size, module.seq_len, module.num_puzzle_ids) == (6, 900, 1)
+    assert module.puzzle_kind.describe() == MazeKind(30).describe()
     test = items(module, "test")
     assert np.array_equal(test["inputs"].numpy(), test_q) and np.array_equal(test["labels"].numpy(), test_a)
     train = items(module, "train")
@@ -119,7 +119,8 @@ def test_arc_ids_map_every_example_back_to_its_source_task() -> None:
     tasks = _arc_tasks()
     module = ReferenceArrays(str(ARC), batch_size=4)
     module.setup()
-    assert (module.kind, module.vocab_size, module.seq_len, module.num_puzzle_ids) == ("arc", 12, 900, 10)
+    assert (module.vocab_size, module.seq_len, module.num_puzzle_ids) == (12, 900, 10)
+    assert isinstance(module.puzzle_kind, ARCKind) and module.puzzle_kind.puzzle_map is module.puzzle_map
     names = json.loads((ARC / "identifiers.json").read_text())
     puzzle_map = module.puzzle_map
     assert sorted(puzzle_map.task_names) == sorted(f"reference:{t}" for t in tasks)
@@ -170,7 +171,7 @@ def test_arc_reads_hrm_names_and_guards_checkpoints(tmp_path: Path) -> None:
     module = ReferenceArrays(str(path))
     assert module.puzzle_map.difference(trm) is None
     state = module.state_dict()
-    assert state["puzzle_format"] == ARCKind().describe() and PuzzleIdMap.from_state_dict(state["puzzle_map"])
+    assert state["puzzle_kind"] == ARCKind().describe() and PuzzleIdMap.from_state_dict(state["puzzle_map"])
     module.check_checkpoint({"ReferenceArrays": state})
     module.check_checkpoint({"state_dict": {}})  # e.g. `rr import` of a reference checkpoint: ids taken as they are
     swapped = list(hrm)
@@ -216,7 +217,7 @@ def test_fit_from_the_cli_on_a_reference_sudoku_directory(tmp_path: Path) -> Non
     main(["fit", "--config", str(tmp_path / "config.yaml")])
     [checkpoint] = tmp_path.rglob("*.ckpt")
     saved = torch.load(checkpoint, weights_only=True)
-    assert saved["ReferenceArrays"]["puzzle_format"] == SudokuKind(9).describe()
+    assert saved["ReferenceArrays"]["puzzle_kind"] == SudokuKind(9).describe()
     assert saved["global_step"] == 3 and saved["hyper_parameters"]["vocab_size"] == 11
 
 
@@ -259,10 +260,25 @@ def test_tokens_outside_the_kinds_alphabet_and_wrong_kinds_are_refused(tmp_path:
         ReferenceArrays(str(path)).setup()
     plain = ReferenceArrays(str(path), kind="tokens")
     plain.setup()
-    assert plain.puzzle_format() is None and plain.evaluator("val") is None
+    assert plain.puzzle_kind is None and plain.evaluator("val") is None
     with pytest.raises(ValueError, match="kind='maze' but .* which is sudoku"):
         ReferenceArrays(str(SUDOKU), kind="maze").prepare_data()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ReferenceArrays(str(tmp_path / "nowhere")).prepare_data()
     with pytest.raises(ValueError, match="kind must be one of"):
         ReferenceArrays(str(SUDOKU), kind="chess")
+
+
+def test_a_shape_two_kinds_fit_needs_the_kind_named(tmp_path: Path) -> None:
+    path = copy_of(SUDOKU, tmp_path)
+    for split in ("train", "test"):
+        rows = len(np.load(path / split / "all__inputs.npy"))
+        for field in ("inputs", "labels"):
+            np.save(path / split / f"all__{field}.npy", np.full((rows, 16), 2, np.uint8))  # open cells / digit 1
+        _edit_json(path / split / "dataset.json", seq_len=16, vocab_size=6)  # a 4x4 Sudoku or a 4x4 maze
+    with pytest.raises(ValueError, match=r"fits the kinds \['maze', 'sudoku'\]; pass kind="):
+        ReferenceArrays(str(path)).prepare_data()
+    maze = ReferenceArrays(str(path), kind="maze")
+    maze.setup()
+    assert maze.puzzle_kind.describe() == MazeKind(4).describe() and isinstance(maze.evaluator("val"), PathEvaluator)
+    assert ReferenceArrays(str(path), kind="sudoku").puzzle_kind.describe() == SudokuKind(4).describe()

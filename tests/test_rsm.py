@@ -1,4 +1,5 @@
-"""RSM's rules on real tensors: the detach pattern, the gradient, depth growth, deep evaluation, trace, the callback."""
+"""RSM's rules on real tensors: the detach pattern, the gradient, depth growth, deep evaluation, its reasoning steps,
+the callback."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import torch
 from torch import Tensor
 
 from recursive_reasoning.callbacks import DepthGrowthCallback
-from recursive_reasoning.module import RecursiveReasoner
 from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
+from recursive_reasoning.inference import TestTimeOptions, solve_with_options
+from recursive_reasoning.module import RecursiveReasoner
 from recursive_reasoning.optim import AdamATan2
-from strategies import RSM, Progress
-from strategies.rsm import MAZE_H_SCHEDULE, MAZE_L_SCHEDULE, settle_signals, sudoku_rule_checker
+from strategies import RSM, Progress, RecursionStrategy
+from strategies.rsm import MAZE_H_SCHEDULE, MAZE_L_SCHEDULE
 
 
 def tiny_net(seed: int = 0) -> ReasoningNetwork:
@@ -57,18 +59,19 @@ def test_detach_pattern(p_detach: float) -> None:
 
 def test_stochastic_depth_draw_follows_torch_rng_and_is_reported() -> None:
     net, strategy, batch = tiny_net(), fixed(2, 1, p_detach=0.5), tiny_batch(size=1)
+    flags: list[bool] = []
+    net.latent_module.register_forward_pre_hook(lambda module, args: flags.append(torch.is_grad_enabled()))
     torch.manual_seed(3)
     draws = []
     for _ in range(12):
-        training_segment(strategy, net, batch)
-        draws.append(strategy.last_penultimate_grad)
-        assert strategy.module_calls(Progress(0), True)[1] == 2 + int(draws[-1])
+        flags.clear()
+        calls = training_segment(strategy, net, batch)[1].calls
+        assert calls == (len(flags), sum(flags)) and calls[1] in (2, 3)  # each segment reports the window it ran
+        draws.append(calls[1] == 3)
     assert 0 < sum(draws) < 12
+    assert strategy.module_calls(Progress(0), True) == (4, 2), "the declaration does not follow the last draw"
     torch.manual_seed(3)
-    again = []
-    for _ in range(12):
-        training_segment(strategy, net, batch)
-        again.append(strategy.last_penultimate_grad)
+    again = [training_segment(strategy, net, batch)[1].calls[1] == 3 for _ in range(12)]
     assert draws == again
 
 
@@ -235,15 +238,6 @@ def test_evaluation_far_beyond_training_depth_keeps_nothing_per_step() -> None:
     assert alive_long == alive_short <= 2  # only the returned (y, z): memory does not grow with H
 
 
-def test_settle_signals_on_fake_answers() -> None:
-    # 5 steps, 3 examples with one token each: changes last at steps 1, 3 and 5.
-    answers = torch.tensor([[1, 1, 1], [1, 2, 1], [1, 3, 1], [1, 3, 1], [1, 3, 2]]).unsqueeze(-1)
-    steps, settled = settle_signals(answers, settle_k=2)
-    assert steps.tolist() == [1, 3, 5]
-    assert settled.tolist() == [True, True, False]
-    assert settle_signals(answers, settle_k=3)[1].tolist() == [True, False, False]
-
-
 class SettlingNet:
     """A stand-in network whose decoded answer for example b is token min(t, stop_b) after outer step t."""
 
@@ -269,42 +263,35 @@ class SettlingNet:
     def decode(self, y: Tensor) -> Tensor:
         return y
 
+    def halt_logits(self, y: Tensor) -> Tensor:
+        return torch.zeros(y.shape[0], 2)
 
-@pytest.mark.parametrize("early_exit", [False, True])
-def test_trace_signals(early_exit: bool) -> None:
+
+def test_reasoning_steps_give_the_settling_signals() -> None:
+    """The answer after every outer step, never halting; test-time compute reads settling and early exit from it."""
     stops = [1, 2, 5, 12]
     batch = {"inputs": torch.ones(4, 3, dtype=torch.long), "puzzle_ids": torch.zeros(4, dtype=torch.long)}
-    result = RSM().trace(SettlingNet(stops), batch, h_test=10, l_test=1, settle_k=3,
-                         checker=lambda tokens: tokens[:, 0] == 5, early_exit=early_exit)
-    assert result["answers"].shape == (10, 4, 3) and result["relative_change"].shape == (10, 4)
-    assert result["answers"][:, 3, 0].tolist() == list(range(1, 11))
-    assert result["steps_to_settle"].tolist() == [1, 2, 5, 10]
-    assert result["settled"].tolist() == [True, True, True, False]
-    assert result["passes_checker"].tolist() == [False, False, True, False]
-    assert result["certified"].tolist() == [False, False, True, False]
-    assert result["predictions"][:, 0].tolist() == [1, 2, 5, 10]
-    change = result["relative_change"]
-    assert (change[5:, :3] == 0).all() and (change[1:, 3] > 0).all()
-    expected_steps = [4, 5, 8, 10] if early_exit else [10] * 4
-    assert result["steps_used"].tolist() == expected_steps
+    steps = list(fixed(2, 1, h_test=10).reasoning_steps(SettlingNet(stops), batch, Progress(0)))
+    answers = torch.stack([step.logits.argmax(-1) for step in steps])
+    assert answers.shape == (10, 4, 3) and answers[:, 3, 0].tolist() == list(range(1, 11))
+    assert not torch.stack([step.halted for step in steps]).any(), "RSM's halting rule never fires"
+    options = TestTimeOptions(early_exit="settled", settle_k=3)
+    solution = solve_with_options(SettlingNet(stops), fixed(2, 1, h_test=10), batch,  # type: ignore[arg-type]
+                                  Progress(0), options)
+    assert solution.steps.tolist() == [4.0, 5.0, 8.0, 10.0]  # settled for 3 steps after steps 1, 2, 5; 12 never
+    assert solution.predictions[:, 0].tolist() == [1, 2, 5, 10]
+    plain = solve_with_options(SettlingNet(stops), fixed(2, 1, h_test=10), batch, Progress(0),  # type: ignore[arg-type]
+                               TestTimeOptions(settle_k=3))
+    assert plain.settled.tolist() == [True, True, True, False] and plain.steps.tolist() == [10.0] * 4
 
 
-def test_sudoku_rule_checker_reads_tokens() -> None:
-    grid = torch.tensor([1, 2, 3, 4, 3, 4, 1, 2, 2, 1, 4, 3, 4, 3, 2, 1])
-    broken = grid.clone()
-    broken[0], broken[1] = 2, 1
-    assert sudoku_rule_checker(torch.stack([grid, broken]) + 1).tolist() == [True, False]
-
-
-def test_trace_on_a_real_network_at_depth_64() -> None:
+def test_reasoning_steps_at_depth_64_end_at_the_segments_answer() -> None:
     net, batch = tiny_net(), tiny_batch()
-    result = fixed(2, 2).trace(net, batch, h_test=64, l_test=2)
-    assert result["answers"].shape == (64, 4, 9) and result["answers"].dtype == torch.int16
-    assert torch.isfinite(result["relative_change"]).all()
     strategy = fixed(2, 2, h_test=64, l_test=2)
+    steps = list(strategy.reasoning_steps(net, batch, Progress(0)))
+    assert len(steps) == 64 and all(torch.isfinite(step.logits).all() for step in steps)
     carry = strategy.refresh(net, strategy.initial_carry(net, batch), batch)
-    logits = strategy.run_segment(net, carry, Progress(0), training=False).logits
-    assert torch.equal(result["predictions"], logits.argmax(-1))
+    assert torch.equal(steps[-1].logits, strategy.run_segment(net, carry, Progress(0), training=False).logits)
 
 
 def test_module_evaluates_the_declared_variants() -> None:
@@ -385,3 +372,13 @@ def test_training_runs_at_least_two_outer_steps() -> None:
     net.latent_module.register_forward_pre_hook(lambda module, args: flags.append(torch.is_grad_enabled()))
     training_segment(strategy, net, tiny_batch())
     assert flags == [False, False, True, True] and strategy.module_calls(Progress(0), True) == (4, 2)
+    assert training_segment(strategy, net, tiny_batch())[1].calls == (4, 2)
+
+
+def test_an_old_checkpoints_retired_settle_k_is_dropped_on_load() -> None:
+    """RSM once recorded settle_k, which nothing read; checkpoints that hold it still load, and new runs refuse it."""
+    saved = RSM(p_detach=1.0).hparams()
+    saved["init_args"]["settle_k"] = 3
+    assert RecursionStrategy.from_hparams(saved).p_detach == 1.0
+    with pytest.raises(TypeError):
+        RSM(settle_k=3)  # type: ignore[call-arg]

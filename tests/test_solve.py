@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import lightning as L
@@ -12,13 +13,16 @@ import pytest
 import torch
 
 from datamodules import GeneratedSudoku
-from datamodules.kinds import SudokuKind
+from datamodules import arc_rules
+from datamodules.arc import PuzzleIdMap
+from datamodules.kinds import ARCKind, SudokuKind
 from datamodules.sudoku_rules import generate
 from recursive_reasoning.cli import main
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
 from recursive_reasoning.core.network import NetworkConfig
 from datamodules.kinds.drawing import read_png_size
-from recursive_reasoning.solve import load_solver
+from recursive_reasoning.inference import TestTimeOptions
+from recursive_reasoning.solve import SolveRequest, load_solver
 from strategies import TRM
 
 
@@ -105,7 +109,7 @@ def test_a_file_of_puzzles_writes_jsonl_and_csv(checkpoint: Path, tmp_path: Path
     [
         (["--puzzle", "12..34..........5"], "puzzle has 17 characters; a 4x4 Sudoku needs 16"),
         (["--puzzle", "12..34....x....."], "invalid character 'x' at position 10"),
-        (["--puzzle", "12..34..........", "--copies", "0"], "argument --copies: must be >= 1, got 0"),
+        (["--puzzle", "12..34..........", "--copies", "0"], "copies must be >= 1, got 0"),
         (["--file", "nowhere.txt"], "puzzle file nowhere.txt does not exist"),
     ],
 )
@@ -147,3 +151,48 @@ def test_reference_perturbations_are_selectable_and_bounded(checkpoint: Path, ca
     status, _, err = run(["--ckpt_path", str(checkpoint), "--puzzle", puzzle, "--copies", "5",
                           "--perturbations", "reference"], capsys)
     assert status == 2 and "has 4 cyclic digit shifts" in err
+
+
+def test_help_lists_every_option(capsys) -> None:
+    """The options are generated from `SolveRequest` and `TestTimeOptions`: none can be missing from --help."""
+    status, out, _ = run(["--help"], capsys)
+    assert status == 0
+    for field in (*fields(SolveRequest), *fields(TestTimeOptions)):
+        assert f"--{field.name}" in out, field.name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [([], "neither --puzzle nor --file given"), (["--puzzle", "1", "--file", "p.txt"], "both --puzzle and --file")],
+)
+def test_one_puzzle_source_is_required(checkpoint: Path, args: list[str], message: str, capsys) -> None:
+    status, _, err = run(["--ckpt_path", str(checkpoint), *args], capsys)
+    assert status == 2 and message in err
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [{"puzzle_kind": SudokuKind(4).describe()}, {"puzzle_format": SudokuKind(4).describe()},
+     {"puzzle_format": {"kind": "sudoku", "size": 4}}],
+    ids=["puzzle-kind", "older-puzzle-format-key", "oldest-kind-name"],
+)
+def test_checkpoints_name_their_kind_under_new_and_old_keys(checkpoint: Path, tmp_path: Path, saved: dict) -> None:
+    data = torch.load(checkpoint, weights_only=True)
+    assert "puzzle_kind" in data["GeneratedSudoku"]  # the data module's state, replaced by an older one below
+    data["GeneratedSudoku"] = saved
+    path = tmp_path / "renamed.ckpt"
+    torch.save(data, path)
+    _, kind = load_solver(path)
+    assert kind.describe() == SudokuKind(4).describe()
+
+
+def test_the_saved_data_module_state_reaches_the_kind(checkpoint: Path, tmp_path: Path) -> None:
+    """ARC: the training run's puzzle-id map, saved beside the kind, gives a known task its own puzzle id."""
+    puzzle_map = PuzzleIdMap(["training:t1"], np.array([-1, 0, 0]), np.tile(arc_rules.IDENTITY, (3, 1)))
+    data = torch.load(checkpoint, weights_only=True)
+    data["GeneratedSudoku"] = {"puzzle_kind": ARCKind().describe(), "puzzle_map": puzzle_map.state_dict()}
+    path = tmp_path / "arc.ckpt"
+    torch.save(data, path)
+    _, kind = load_solver(path)
+    task = {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[3]]}]}
+    assert [p.puzzle_id for p in kind.parse(json.dumps({"t1": task, "t2": task}))] == [1, 0]

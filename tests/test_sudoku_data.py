@@ -15,6 +15,7 @@ from conftest import require_shared
 import datamodules
 from datamodules import sudoku as sd
 from datamodules import sudoku_rules as rules
+from datamodules.base import PuzzleDataModule
 
 SAMPLE_PATH = "data/sudoku-extreme/train_random1k.csv.gz"
 
@@ -315,3 +316,14 @@ def test_distinct_solutions_share_no_solution_grid_across_the_splits(tmp_path: P
     assert plain.cache_path != distinct.cache_path
     with pytest.raises(ValueError, match="by must be"):
         datamodules.generated.generate_distinct(lambda n, e: (np.zeros((n, 1)), np.zeros((n, 1))), 1, 0, by="puzzles")
+
+
+def test_a_data_module_missing_part_of_the_contract_cannot_be_built() -> None:
+    class NoKind(PuzzleDataModule):  # the task's shape but no puzzle_kind
+        vocab_size = seq_len = num_puzzle_ids = 1
+
+    with pytest.raises(TypeError, match="puzzle_kind"):
+        NoKind(batch_size=4, eval_batch_size=None, num_workers=0, seed=0)
+    module = datamodules.GeneratedSudoku(size=4, train_size=4, val_size=1, test_size=1, cache_dir=None)
+    assert module.state_dict() == {"puzzle_kind": module.puzzle_kind.describe()}
+    assert module.evaluator("val") is None

@@ -4,6 +4,7 @@ evaluation reports how often answers settle and how reliable settled answers are
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -79,13 +80,13 @@ def test_an_rsm_step_counts_the_gradient_window_it_drew(tmp_path: Path) -> None:
 
     class Probe(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            counts.append((pl_module.train_flops, pl_module.strategy.last_penultimate_grad))
+            counts.append((pl_module.train_flops, pl_module.last_segment.calls[1] == 3))
 
     trainer(tmp_path, max_steps=8, callbacks=[Probe()]).fit(model, data(tmp_path))
     cost = {}
     for grad in (True, False):
-        strategy.last_penultimate_grad = grad
-        cost[grad] = BATCH * segment_flops(model.net, strategy, Progress(0, 8), True)["total"]
+        drawn = replace(model.last_segment, calls=(4, 2 + grad))
+        cost[grad] = BATCH * segment_flops(model.net, strategy, Progress(0, 8), True, segment=drawn)["total"]
     assert cost[True] > cost[False]
     previous = 0
     for total, grad in counts:

@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from recursive_reasoning.callbacks import EMA
-from recursive_reasoning.interop import load_reference_weights, network_config_from_reference, reference_key_to_ours
+from recursive_reasoning.reference_names import load_reference_weights, network_config_from_reference, reference_key_to_ours
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
 from recursive_reasoning.optim import AdamATan2, SignSGD
 from strategies import TRM, Progress

@@ -12,6 +12,7 @@ import csv
 import gzip
 import importlib
 import io
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from datamodules.kinds.drawing import filmstrip
 
 __all__ = ["Inverse", "Puzzle", "PuzzleKind", "kind_from_description", "read_puzzle_text"]
 
@@ -116,26 +119,50 @@ class PuzzleKind(ABC):
         run's puzzle-id map), which kinds that do not need it ignore."""
         return cls(**init_args)
 
+    @classmethod
+    def from_shape(cls, seq_len: int, vocab_size: int) -> PuzzleKind:
+        """The kind whose tokens fit a model of `seq_len` positions and `vocab_size` tokens (`rr import` of a
+        checkpoint that does not say what it solves). Override it where the shape determines the arguments (Sudoku:
+        the side of a square grid); the default refuses with an error saying to give the arguments."""
+        raise ValueError(f"{cls.name} puzzles cannot be inferred from a model's shape; give the kind's arguments")
+
     def generate(self, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """`count` random puzzles with unique solutions: inputs and labels [count, seq_len] (int)."""
+        """`count` random puzzles, all drawn from `rng`: inputs and labels int [count, seq_len], every label passing
+        `check`. Each puzzle should have one solution (`count_solutions` verifies it where it can count), so any
+        other answer fails `check`. The default refuses: kinds without a generator read their puzzles from files."""
         raise ValueError(f"{self.name} puzzles have no generator; read them from files")
+
+    def augment(
+        self, inputs: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each row [B, seq_len] of a training batch under its own random validity-preserving symmetry, the same one
+        for its input and its label (vectorised over the batch), so augmented labels still pass `check`. The default
+        returns the batch unchanged: a kind without symmetries needs nothing here."""
+        return inputs, labels
+
+    def count_solutions(self, inputs: np.ndarray, limit: int = 2) -> np.ndarray | None:
+        """How many solutions each puzzle [B, seq_len] has, counted up to `limit` (int [B]; limit=2 tells unique
+        from ambiguous), or None when the kind has no solver that can count (the default)."""
+        return None
 
     @abstractmethod
     def parse(self, text: str, name: str = "puzzle") -> list[Puzzle]:
         """The puzzles in one text (a Sudoku string, a maze, an ARC task JSON); errors say what is wrong."""
 
     def read_file(self, path: str | Path) -> list[Puzzle]:
-        """Every puzzle of a text file (`_read_text`) or of a CSV with a header naming its puzzle column and, if it
+        """Every puzzle of a text file (`read_text`) or of a CSV with a header naming its puzzle column and, if it
         has one, its answer column (`puzzle,solution`, or the data modules' `source,question,answer,rating`)."""
         path = Path(path)
         text = read_puzzle_text(path)
-        puzzles = self._read_csv(path, text) if _is_csv(path, text) else self._read_text(path, text)
+        puzzles = self._read_csv(path, text) if _is_csv(path, text) else self.read_text(path, text)
         if not puzzles:
             raise ValueError(f"{path} holds no puzzles")
         return puzzles
 
-    def _read_text(self, path: Path, text: str) -> list[Puzzle]:
-        """One puzzle per line, blank lines and lines starting with '#' skipped."""
+    def read_text(self, path: Path, text: str) -> list[Puzzle]:
+        """The puzzles of a text file that is not a CSV (`read_file` calls it): by default one puzzle per line
+        (`parse`), blank lines and lines starting with '#' skipped. Override it for puzzles spread over several
+        lines (a printed Sudoku grid, a maze), reporting errors by file and line as `_parse_at` does."""
         puzzles: list[Puzzle] = []
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip() and not line.lstrip().startswith("#"):
@@ -197,12 +224,26 @@ class PuzzleKind(ABC):
     def frame(self, inputs: np.ndarray, tokens: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
         """A picture (uint8 [H, W, 3]) of the answer tokens [L], cells changed since `previous` marked."""
 
+    def trace(self, inputs: np.ndarray, answers: np.ndarray, halt_probabilities: np.ndarray | None = None,
+              title: str | None = None, per_row: int = 9) -> np.ndarray:
+        """A filmstrip (uint8 [H, W, 3]) of the reasoning on one puzzle: its input, then the answer after every step
+        (answers [S, L]), each frame marking what changed and captioned with sigmoid(q_halt) [S] where known (NaN: not
+        shown). `rr solve --trace` and the TensorBoard filmstrips draw it."""
+        frames, captions, previous = [self.frame(inputs, inputs, None)], ["input"], None
+        for step, tokens in enumerate(answers):
+            frames.append(self.frame(inputs, tokens, previous))
+            q = None if halt_probabilities is None else float(halt_probabilities[step])
+            captions.append(f"step {step + 1}" + ("" if q is None or math.isnan(q) else f" q {q:.2f}"))
+            previous = tokens
+        return filmstrip(frames, captions, title=title, per_row=per_row)
+
     @abstractmethod
     def transforms(
         self, inputs: np.ndarray, puzzle_ids: np.ndarray, copies: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, Inverse]:
         """`copies` versions of a batch under random validity-preserving symmetries (copy 0 the identity), for
-        test-time voting.
+        test-time voting. The transforms are drawn from `rng` independently of the tokens, so the same `rng` state
+        moves a batch of answers the same way (`conformance.check_transforms` moves the labels so).
 
         Args:
             inputs: Input tokens [B, L].

@@ -3,6 +3,7 @@ rules, symmetries and generator live in `datamodules.maze_rules`."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,22 @@ import numpy as np
 from datamodules import maze_rules
 from datamodules.dihedral import DIHEDRAL_INVERSE
 from datamodules.kinds.base import Inverse, Puzzle, PuzzleKind
+from datamodules.kinds.drawing import colour_frame
 
-__all__ = ["MazeKind"]
+__all__ = ["MAZE_PALETTE", "MazeKind"]
+
+MAZE_PALETTE = np.array(
+    [
+        (200, 200, 200),  # 0 PAD: grey
+        (30, 30, 30),  # 1 wall: near-black
+        (255, 255, 255),  # 2 open: white
+        (46, 204, 64),  # 3 start S: green
+        (255, 65, 54),  # 4 goal G: red
+        (0, 116, 217),  # 5 path: blue
+    ],
+    dtype=np.uint8,
+)
+"""Colours of the maze tokens, indexed by token: 0 PAD, 1 wall, 2 open, 3 start, 4 goal, 5 path."""
 
 
 class MazeKind(PuzzleKind):
@@ -35,6 +50,29 @@ class MazeKind(PuzzleKind):
     def init_args(self) -> dict[str, Any]:
         return {"side": self.side}
 
+    @classmethod
+    def from_shape(cls, seq_len: int, vocab_size: int) -> MazeKind:
+        """The N x N maze of a model with N * N positions and the 6 maze tokens."""
+        side = math.isqrt(seq_len)
+        if side * side != seq_len:
+            raise ValueError(f"a maze is a square grid, but the model has {seq_len} positions (not a square number)")
+        if vocab_size != 6:
+            raise ValueError(f"a maze has 6 tokens (PAD, wall, open, start, goal, path); the model has {vocab_size}")
+        return cls(side)
+
+    def generate(self, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Random mazes whose shortest path has at least N moves, with one shortest path marked (`maze_rules.generate`,
+        the generator `GeneratedMaze` uses)."""
+        inputs, labels = maze_rules.generate(self.side, count, seed=int(rng.integers(2**63)))
+        return inputs.astype(np.int64), labels.astype(np.int64)
+
+    def augment(
+        self, inputs: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each row under its own random dihedral transform (rotations and reflections)."""
+        gather = maze_rules.dihedral_gather(self.side)[rng.integers(8, size=len(inputs))]  # [B, N * N]
+        return np.take_along_axis(inputs, gather, axis=1), np.take_along_axis(labels, gather, axis=1)
+
     def parse(self, text: str, name: str = "puzzle") -> list[Puzzle]:
         """One maze; refused when it marks path cells already or G cannot be reached from S."""
         grid = maze_rules.parse_maze(text.strip("\n"), self.side)
@@ -43,7 +81,7 @@ class MazeKind(PuzzleKind):
         maze_rules.check_solvable(grid)
         return [Puzzle(inputs=grid.reshape(-1), name=name)]
 
-    def _read_text(self, path: Path, text: str) -> list[Puzzle]:
+    def read_text(self, path: Path, text: str) -> list[Puzzle]:
         """Mazes separated by blank lines (each N lines of N characters), or one N*N-character maze per line."""
         blocks = [b for b in text.replace("\r\n", "\n").split("\n\n") if b.strip("\n")]
         text_blocks = [line for b in blocks for line in ([b] if "\n" in b.strip("\n") else b.split("\n")) if line]
@@ -77,8 +115,7 @@ class MazeKind(PuzzleKind):
         return maze_rules.valid_paths(inputs, predictions)
 
     def frame(self, inputs: np.ndarray, tokens: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
-        from datamodules.kinds.drawing import MAZE_PALETTE, colour_frame
-
+        """The maze in `MAZE_PALETTE` colours, changed cells outlined."""
         n = self.side
         changed = None if previous is None else (np.asarray(previous) != tokens).reshape(n, n)
         return colour_frame(np.asarray(tokens).reshape(n, n), MAZE_PALETTE, changed, cell=max(6, 240 // n))

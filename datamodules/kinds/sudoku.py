@@ -1,17 +1,35 @@
-"""N x N Sudoku as a puzzle kind: tokens 0 PAD, 1 blank, 2..N+1 the digits 1..N; the rules, symmetries and
-generator live in `datamodules.sudoku_rules`."""
+"""N x N Sudoku as a puzzle kind: tokens 0 PAD, 1 blank, 2..N+1 the digits 1..N (`encode` / `decode`, the one
+place that says so); the rules, symmetries, solver and generator live in `datamodules.sudoku_rules`."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import torch
 
 from datamodules import sudoku_rules
 from datamodules.kinds.base import REPORT_LINE, Inverse, Puzzle, PuzzleKind
+from datamodules.kinds.drawing import digit_frame
 
-__all__ = ["SudokuKind"]
+__all__ = ["BLANK", "PAD", "SudokuKind", "decode", "encode"]
+
+PAD, BLANK = 0, 1
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+def encode(grids: ArrayT) -> ArrayT:
+    """Grids (0 blank, 1..N digits) as tokens (1 blank, 2..N+1 digits); numpy or torch in, same type out."""
+    return grids + 1
+
+
+def decode(tokens: ArrayT) -> ArrayT:
+    """Tokens back to grids (0 blank, 1..N digits), PAD decoding to blank; numpy or torch in, same type out."""
+    if isinstance(tokens, torch.Tensor):
+        return (tokens - 1).clamp_min(0)
+    return np.clip(np.asarray(tokens) - 1, 0, None)
 
 
 class SudokuKind(PuzzleKind):
@@ -35,13 +53,43 @@ class SudokuKind(PuzzleKind):
     def init_args(self) -> dict[str, Any]:
         return {"size": self.size}
 
+    @classmethod
+    def from_shape(cls, seq_len: int, vocab_size: int) -> SudokuKind:
+        """The N x N Sudoku of a model with N * N positions and at least N + 2 tokens."""
+        side = math.isqrt(seq_len)
+        if side * side != seq_len:
+            raise ValueError(f"a Sudoku is a square grid, but the model has {seq_len} positions (not a square number)")
+        if vocab_size < side + 2:
+            raise ValueError(f"a {side}x{side} Sudoku needs {side + 2} tokens (PAD, blank, {side} digits); the model "
+                             f"has {vocab_size}")
+        return cls(side)
+
+    def generate(self, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Minimal puzzles with unique solutions (`sudoku_rules.generate`, as `GeneratedSudoku` makes them)."""
+        puzzles, solutions = sudoku_rules.generate(self.size, count, seed=int(rng.integers(2**63)))
+        return encode(puzzles.astype(np.int64)), encode(solutions.astype(np.int64))
+
+    def augment(
+        self, inputs: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each row under its own random digit relabelling, transpose and band / row / stack / column orders."""
+        keys = rng.random((len(inputs), sudoku_rules.symmetry_key_count(self.size)))
+        digit_maps, gather = sudoku_rules.symmetries_from_keys(keys, self.size)
+        moved_inputs = sudoku_rules.apply_symmetries(decode(np.asarray(inputs)), digit_maps, gather)
+        moved_labels = sudoku_rules.apply_symmetries(decode(np.asarray(labels)), digit_maps, gather)
+        return encode(moved_inputs), encode(moved_labels)
+
+    def count_solutions(self, inputs: np.ndarray, limit: int = 2) -> np.ndarray:
+        """Solutions of each puzzle [B, N * N], counted up to `limit` by the bitmask solver (`sudoku_rules.solve`)."""
+        return np.array([len(sudoku_rules.solve(grid, limit)) for grid in decode(np.asarray(inputs))], dtype=np.int64)
+
     def parse(self, text: str, name: str = "puzzle") -> list[Puzzle]:
         """One puzzle: a digit string or a printed grid; refused when its givens already break the rules."""
         grid = sudoku_rules.parse_puzzle(text, self.size)
         sudoku_rules.check_givens(grid)
-        return [Puzzle(inputs=grid + 1, name=name)]
+        return [Puzzle(inputs=encode(grid), name=name)]
 
-    def _read_text(self, path: Path, text: str) -> list[Puzzle]:
+    def read_text(self, path: Path, text: str) -> list[Puzzle]:
         """One puzzle per line, or a grid of N lines of N cells as `rr solve` prints it (box rules and its report
         lines, e.g. 'rule checker: fails', skipped, so its text output reads back); blank lines and '#' comments
         skipped."""
@@ -71,50 +119,56 @@ class SudokuKind(PuzzleKind):
         blank = np.flatnonzero(grid == 0)
         if blank.size:
             raise ValueError(f"the solution has a blank at position {int(blank[0])}; give the complete solution")
-        kept = (inputs <= 1) | (inputs == grid + 1)
+        kept = (inputs <= BLANK) | (inputs == encode(grid))
         if not kept.all():
             raise ValueError(f"the solution changes the given at position {int(np.argmin(kept))}; check the row")
-        return grid + 1
+        return encode(grid)
 
     def compact(self, tokens: np.ndarray) -> str:
-        return "".join("." if d == 0 else str(int(d)) for d in np.clip(np.asarray(tokens) - 1, 0, None))
+        return "".join("." if d == 0 else str(int(d)) for d in decode(np.asarray(tokens)))
 
     def text(self, inputs: np.ndarray, tokens: np.ndarray) -> str:
-        return sudoku_rules.format_grid(np.clip(np.asarray(tokens) - 1, 0, None))
+        return sudoku_rules.format_grid(decode(np.asarray(tokens)))
 
     def check(self, inputs: np.ndarray, predictions: np.ndarray) -> np.ndarray:
         """A complete valid solution that keeps every given."""
-        puzzles, grids = np.clip(inputs - 1, 0, None), np.clip(predictions - 1, 0, None)
+        puzzles, grids = decode(np.asarray(inputs)), decode(np.asarray(predictions))
         return sudoku_rules.valid_solutions(grids) & sudoku_rules.is_consistent(puzzles, grids)
 
     def frame(self, inputs: np.ndarray, tokens: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
-        from datamodules.kinds.drawing import sudoku_frame
-
-        n = self.size
-        grid = np.clip(np.asarray(tokens) - 1, 0, None).reshape(n, n)
-        givens = (np.asarray(inputs) > 1).reshape(n, n)
+        """The grid with its boxes, givens black, filled digits blue; changed cells yellow, and red where a digit
+        repeats in its row, column or box or overwrites a given."""
+        n, inputs, tokens = self.size, np.asarray(inputs), np.asarray(tokens)
+        grid, puzzle = decode(tokens), decode(inputs)
+        givens = inputs > BLANK
+        wrong = sudoku_rules.conflicts(grid) | (givens & (grid != puzzle))
         changed = None if previous is None else (np.asarray(previous) != tokens).reshape(n, n)
-        return sudoku_frame(grid, givens, changed, wrong=_sudoku_conflicts(grid))
+        return digit_frame(grid.reshape(n, n), givens.reshape(n, n), changed, wrong.reshape(n, n),
+                           box=sudoku_rules.box_shape(n))
 
     def transforms(
         self, inputs: np.ndarray, puzzle_ids: np.ndarray, copies: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, Inverse]:
-        """Validity-preserving symmetries (digit relabelling, transpose, band / row / stack / column orders)."""
-        size, cells = self.size, self.size * self.size
+        """Validity-preserving symmetries (digit relabelling, transpose, band / row / stack / column orders), one per
+        copy for the whole batch; the draws depend only on `copies`."""
+        size, cells, batch = self.size, self.size * self.size, len(inputs)
         keys = rng.random((copies, sudoku_rules.symmetry_key_count(size)))
         digit_maps, gather = sudoku_rules.symmetries_from_keys(keys, size)
         digit_maps[0], gather[0] = np.arange(size + 1), np.arange(cells)
-        grids = np.clip(inputs - 1, 0, None)  # [B, L]
-        moved = np.stack([digit_maps[p][grids[:, gather[p]]] for p in range(copies)])
-        inverse_gather = np.argsort(gather, axis=1)
-        inverse_maps = np.argsort(digit_maps, axis=1)
+        inverse_maps, inverse_gather = np.argsort(digit_maps, axis=1), np.argsort(gather, axis=1)
+
+        def moved(grids: np.ndarray, maps: np.ndarray, order: np.ndarray) -> np.ndarray:
+            """Copy p of grids [P, B, L] under maps[p] and order[p], all copies at once."""
+            flat = sudoku_rules.apply_symmetries(grids.reshape(copies * batch, cells), np.repeat(maps, batch, axis=0),
+                                                 np.repeat(order, batch, axis=0))
+            return flat.reshape(copies, batch, cells)
 
         def inverse(answers: np.ndarray) -> np.ndarray:
-            digits = np.clip(answers - 1, 0, None)
-            back = np.stack([inverse_maps[p][digits[p][:, inverse_gather[p]]] for p in range(copies)])
-            return back + 1
+            return encode(moved(decode(np.asarray(answers)), inverse_maps, inverse_gather))
 
-        return moved + 1, np.broadcast_to(puzzle_ids, (copies, *puzzle_ids.shape)).copy(), inverse
+        grids = np.broadcast_to(decode(np.asarray(inputs)), (copies, batch, cells))
+        ids = np.broadcast_to(puzzle_ids, (copies, *puzzle_ids.shape)).copy()
+        return encode(moved(grids, digit_maps, gather)), ids, inverse
 
     def reference_perturbations(
         self, inputs: np.ndarray, puzzle_ids: np.ndarray, copies: int
@@ -130,8 +184,8 @@ class SudokuKind(PuzzleKind):
         shifts = np.arange(copies).reshape(-1, 1, 1)
 
         def shifted(tokens: np.ndarray, by: np.ndarray) -> np.ndarray:
-            digit = (tokens >= 2) & (tokens <= n + 1)  # tokens 2..N+1 are the digits 1..N
-            return np.where(digit, (tokens - 2 + by) % n + 2, tokens)
+            digit = (tokens > BLANK) & (tokens <= n + 1)  # tokens 2..N+1 are the digits 1..N
+            return np.where(digit, encode((decode(tokens) - 1 + by) % n + 1), tokens)
 
         def inverse(answers: np.ndarray) -> np.ndarray:
             return shifted(answers, -shifts)
@@ -139,18 +193,3 @@ class SudokuKind(PuzzleKind):
         moved = shifted(np.broadcast_to(inputs, (copies, *inputs.shape)), shifts)
         return moved, np.broadcast_to(puzzle_ids, (copies, *puzzle_ids.shape)).copy(), inverse
 
-
-def _sudoku_conflicts(grid: np.ndarray) -> np.ndarray:
-    """Cells [N, N] whose digit repeats in their row, column or box."""
-    n = grid.shape[0]
-    rows, cols = sudoku_rules.box_shape(n)
-    conflict = np.zeros_like(grid, dtype=bool)
-    for r in range(n):
-        for c in range(n):
-            d = grid[r, c]
-            if d == 0:
-                continue
-            r0, c0 = r - r % rows, c - c % cols
-            box = grid[r0 : r0 + rows, c0 : c0 + cols]
-            conflict[r, c] = (grid[r] == d).sum() > 1 or (grid[:, c] == d).sum() > 1 or (box == d).sum() > 1
-    return conflict
