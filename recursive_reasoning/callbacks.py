@@ -41,6 +41,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, EMAWeightAveraging
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
 from recursive_reasoning.core.files import atomic_write
 from recursive_reasoning.host_memory import keep_freed_memory
@@ -67,7 +68,8 @@ class EMA(EMAWeightAveraging):
 
     As the reference `EMAHelper`, the average is registered at the weights before the first averaged update (the
     initial weights, unless `update_starting_at_step` delays it), not copied from the weights after it as by
-    `EMAWeightAveraging`; each update then sets average <- decay * average + (1 - decay) * weight. Only parameters are
+    `EMAWeightAveraging`; each update then sets average <- decay * average + (1 - decay) * weight, in a few
+    multi-tensor ops counted on the host (`n_averaged`), so an update reads nothing from the device. Only parameters are
     averaged by default: averaging constant buffers (initial states, RoPE tables) would only make them drift by
     rounding, so validation, the end of training and the checkpoint use the live buffers.
 
@@ -107,6 +109,8 @@ class EMA(EMAWeightAveraging):
             **kwargs,
         )
         self._live: frozenset[str] = frozenset()
+        self._decay = decay
+        self._n_averaged = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Builds the averaged model (when fitting) and drops its copies of the live parameters."""
@@ -117,25 +121,64 @@ class EMA(EMAWeightAveraging):
                 owner, _, attr = name.rpartition(".")
                 setattr(self._average_model.module.get_submodule(owner), attr, None)
 
+    @property
+    def n_averaged(self) -> int:
+        """Updates of the average so far, its registration included (the host-side count)."""
+        return self._n_averaged
+
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         """Registers the average at the current weights before the first averaged update (the reference's rule)."""
-        average = self._average_model
-        if average is not None and int(average.n_averaged) == 0 and self.should_update(step_idx=trainer.global_step):
-            average.update_parameters(self._averaged_view(pl_module))  # with nothing averaged yet: a copy
+        first = self._n_averaged == 0 and self.should_update(step_idx=trainer.global_step)
+        if self._average_model is not None and first:
+            self._update(pl_module)  # with nothing averaged yet: a copy
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        super().on_train_batch_end(trainer, self._averaged_view(pl_module), outputs, batch, batch_idx)
+        """Updates the average after an optimiser step that `should_update` selects (the parent's rule)."""
+        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=trainer.global_step - 1):
+            self._update(pl_module)
+            self._latest_update_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, self._averaged_view(pl_module))
+        """Updates the average at the end of an epoch that `should_update` selects (the parent's rule)."""
+        if trainer.current_epoch > self._latest_update_epoch and self.should_update(epoch_idx=trainer.current_epoch):
+            self._update(pl_module)
+            self._latest_update_epoch = trainer.current_epoch
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Loads the averages into the module (the parent's way) and writes the count into the averaged model."""
+        self._write_count()
+        super().on_train_end(trainer, pl_module)
+
+    def _update(self, pl_module: L.LightningModule) -> None:
+        """One update of the average, as `AveragedModel.update_parameters` with the EMA rule but without its device
+        counter: the first copies the weights, every later one sets average <- decay * average + (1 - decay) *
+        weight; a few multi-tensor ops per device and dtype and no host sync. The averaged model's buffers are left
+        alone unless averaged: validation, the end of training and checkpoints use the live ones."""
+        averaged, current = zip(*self._pairs(pl_module), strict=True)
+        current = [c.to(a.device) for a, c in zip(averaged, current, strict=True)]
+        with torch.no_grad():
+            if self._n_averaged == 0:
+                torch._foreach_copy_(list(averaged), current)
+            else:
+                for (averages, weights), _ in _group_tensors_by_device_and_dtype([list(averaged), current]).values():
+                    mixed = torch._foreach_add(torch._foreach_mul(averages, self._decay),
+                                               torch._foreach_mul(weights, 1 - self._decay))
+                    torch._foreach_copy_(averages, mixed)
+        self._n_averaged += 1
+
+    def _write_count(self) -> None:
+        """Writes the host-side count into the averaged model's `n_averaged` (what checkpoints store)."""
+        if self._average_model is not None:
+            self._average_model.n_averaged.fill_(self._n_averaged)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         """Writes the averaged weights as `state_dict` (as the parent does) with the current values of the live
         parameters and, unless averaged, of the buffers."""
+        self._write_count()
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
         if self._average_model is None:
             return
@@ -149,6 +192,8 @@ class EMA(EMAWeightAveraging):
             state = {k: v for k, v in checkpoint["state_dict"].items() if k not in self._live}
             checkpoint = {**checkpoint, "state_dict": state}
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        if self._average_model is not None:
+            self._n_averaged = int(self._average_model.n_averaged)  # one read, at loading
 
     def _averaged_view(self, pl_module: L.LightningModule) -> L.LightningModule:
         """`pl_module` as the averaged model sees it: without the live parameters."""

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 
@@ -58,7 +59,8 @@ class AdamATan2(torch.optim.Optimizer):
         p  <- p - lr / (1 - b1^t) * atan2(m, sqrt(v / (1 - b2^t)))
 
     Parameters in bfloat16 or float16 keep their moments in float32 and are updated in float32 before being
-    written back.
+    written back. A step runs each op once per device and dtype over all parameters (``torch._foreach_*``), with
+    the same values as the op per parameter; the step counts live on the CPU, so no step reads the device.
 
     Args:
         params: Iterable of parameters or of parameter-group dicts.
@@ -86,7 +88,7 @@ class AdamATan2(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float | Tensor] | None = None) -> float | Tensor | None:
-        """Performs one optimisation step.
+        """Performs one optimisation step: a few multi-tensor (``torch._foreach_*``) ops per device and dtype.
 
         Args:
             closure: Optional callable that re-evaluates the model and returns the loss.
@@ -103,46 +105,88 @@ class AdamATan2(torch.optim.Optimizer):
                 loss = closure()
 
         for group in self.param_groups:
-            lr = group["lr"]
-            beta1, beta2 = group["betas"]
-            weight_decay = group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        "AdamATan2 does not support sparse gradients; train sparse tables (e.g. puzzle "
-                        "embeddings) with a dedicated sparse optimiser."
-                    )
-                self._update_param(p, lr, beta1, beta2, weight_decay)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError(
+                    "AdamATan2 does not support sparse gradients; train sparse tables (e.g. puzzle "
+                    "embeddings) with a dedicated sparse optimiser."
+                )
+            states = [self._state_of(p) for p in params]
+            tensors = [params, [p.grad for p in params], *([s[k] for s in states] for k in _ADAM_STATE)]
+            for (_, dtype), (lists, _) in self._group_tensors_by_device_and_dtype(tensors).items():
+                _foreach_update(*lists, dtype in _LOW_PRECISION, group["lr"], *group["betas"], group["weight_decay"])
         return loss
 
-    def _update_param(self, p: Tensor, lr: float | Tensor, beta1: float, beta2: float, weight_decay: float) -> None:
-        """Applies the AdamATan2 update to one parameter in place."""
-        compute_dtype = torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
+    def _state_of(self, p: Tensor) -> dict[str, Tensor]:
+        """``p``'s state, created at its first step: a float32 step count on the CPU (read without a device sync)
+        and the two moments, in float32 for low-precision parameters."""
         state = self.state[p]
         if len(state) == 0:
+            compute_dtype = torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
             state["step"] = torch.tensor(0.0, dtype=torch.float32)
             state["exp_avg"] = torch.zeros_like(p, dtype=compute_dtype, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, dtype=compute_dtype, memory_format=torch.preserve_format)
+        return state
 
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        state["step"] += 1
-        t = int(state["step"].item())
-        grad = p.grad.to(compute_dtype)
-        value = p.to(compute_dtype)
 
-        value.mul_(1 - lr * weight_decay)
-        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+_ADAM_STATE = ("exp_avg", "exp_avg_sq", "step")
 
-        bias_correction1 = 1 - beta1**t
-        bias_correction2 = 1 - beta2**t
-        denom = (exp_avg_sq / bias_correction2).sqrt_()
-        value.sub_(torch.atan2(exp_avg, denom).mul_(lr / bias_correction1))
 
-        if value is not p:
-            p.copy_(value)
+def _foreach_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    steps: list[Tensor],
+    low_precision: bool,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+) -> None:
+    """The AdamATan2 update of parameters of one device and dtype, in place: each op of the per-parameter update
+    once over the whole list (low-precision parameters are updated in float32 copies and written back)."""
+    torch._foreach_add_(steps, 1)
+    counts = torch.stack(steps).tolist()  # CPU tensors: one host read for the whole list, no device sync
+    if low_precision:
+        values = [torch.empty_like(p, dtype=torch.float32) for p in params]
+        grads, fp32_grads = [torch.empty_like(g, dtype=torch.float32) for g in grads], grads
+        torch._foreach_copy_(values, params)
+        torch._foreach_copy_(grads, fp32_grads)
+    else:
+        values = params
+
+    torch._foreach_mul_(values, 1 - lr * weight_decay)
+    torch._foreach_mul_(exp_avgs, beta1)
+    torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+
+    denoms = torch._foreach_div(exp_avg_sqs, [1 - beta2**t for t in counts])
+    torch._foreach_sqrt_(denoms)
+    updates = _foreach_atan2(exp_avgs, denoms)
+    corrections = [1 - beta1**t for t in counts]
+    torch._foreach_mul_(updates, torch._foreach_div([lr] * len(corrections), corrections)
+                        if isinstance(lr, Tensor) else [lr / c for c in corrections])
+    torch._foreach_sub_(values, updates)
+    if low_precision:
+        torch._foreach_copy_(params, values)
+
+
+def _foreach_atan2(ys: list[Tensor], xs: list[Tensor]) -> list[Tensor]:
+    """``[atan2(y, x) for y, x in zip(ys, xs)]`` (torch has no ``_foreach_atan2``), as torch's own foreach ops run:
+    one kernel over the concatenation on a device with fused multi-tensor kernels (CUDA: every element goes through
+    the same code there, so the values are those of the per-tensor op), one op per tensor elsewhere (a CPU computes
+    the last elements of a tensor by a scalar path that may differ from its vector path by an ulp)."""
+    if ys[0].device.type not in _FUSED_FOREACH_DEVICES:
+        return [torch.atan2(y, x) for y, x in zip(ys, xs, strict=True)]
+    flat = torch.atan2(torch.cat([y.reshape(-1) for y in ys]), torch.cat([x.reshape(-1) for x in xs]))
+    return [part.view_as(y) for part, y in zip(flat.split([y.numel() for y in ys]), ys, strict=True)]
+
+
+_FUSED_FOREACH_DEVICES = frozenset(_get_foreach_kernels_supported_devices())
 
 
 def lr_lambda(step: int, warmup_steps: int, total_steps: int | None, min_ratio: float = 1.0) -> float:

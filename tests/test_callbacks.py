@@ -16,6 +16,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from torch import Tensor, nn
 
 from datamodules import GeneratedSudoku
+from test_optim_foreach import OpCounter
 from recursive_reasoning.callbacks import EMA, LateCheckpoints, late_checkpoints, live_parameter_names
 from recursive_reasoning.checkpoint_io import AtomicCheckpointIO
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
@@ -173,7 +174,7 @@ def test_ema_follows_the_reference_rule_from_the_initial_weights(tmp_path: Path,
     for step in weights.seen[first + 1:]:
         expected = {name: decay * expected[name] + (1 - decay) * step[name] for name in expected}
     assert not any(torch.equal(expected[name], weights.seen[-1][name]) for name in expected), "the rule is visible"
-    assert int(ema._average_model.n_averaged) == steps - first + 1, "registered once, then one update per step"
+    assert ema.n_averaged == int(ema._average_model.n_averaged) == steps - first + 1, "registered, then once a step"
     assert_tensors_equal(dict(model.named_parameters()), expected, "after training the module holds the average")
     assert float(model.counter) == steps, "the buffer is the live one, not an average of its values"
 
@@ -182,6 +183,30 @@ def test_ema_follows_the_reference_rule_from_the_initial_weights(tmp_path: Path,
     state = torch.load(path, weights_only=False)["state_dict"]
     assert_tensors_equal({name: state[name] for name in expected}, expected, "the checkpoint holds the average")
     assert float(state["counter"]) == steps, "the checkpoint holds the live buffer"
+
+
+class CountedEMA(EMA):
+    """EMA recording the aten ops of each `on_train_batch_end` (where the average is updated)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ops: list[dict[str, int]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        with OpCounter() as counter:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self.ops.append(dict(counter.ops))
+
+
+def test_an_ema_update_is_four_multi_tensor_ops_without_a_device_read(tmp_path: Path) -> None:
+    """`AveragedModel.update_parameters` ran ~100 ops (a detach and an op per tensor) and read its device counter
+    twice; the update is now 4 foreach ops and the count lives on the host."""
+    torch.manual_seed(0)
+    ema = CountedEMA(decay=0.5)
+    tiny_trainer(tmp_path, 3, [ema]).fit(tiny_model(), tiny_data(tmp_path))
+    update = {"_foreach_mul": 2, "_foreach_add": 1, "_foreach_copy_": 1}
+    assert ema.ops == [update] * 3
+    assert ema.n_averaged == 4
 
 
 def test_unknown_live_parameter_name_is_rejected() -> None:
