@@ -1,13 +1,17 @@
-"""The puzzle metrics every evaluation logs: token and exact accuracy, q_halt accuracy and steps, over labelled rows."""
+"""The puzzle metrics every evaluation logs (token and exact accuracy, q_halt accuracy and steps, over labelled rows),
+and `TrainingSums`, the same metrics of training summed on the device between logging steps."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from recursive_reasoning.core.losses import IGNORE_LABEL_ID
 
-__all__ = ["PuzzleMetrics"]
+__all__ = ["PuzzleMetrics", "TrainingSums"]
 
 
 class PuzzleMetrics(nn.Module):
@@ -44,3 +48,44 @@ class PuzzleMetrics(nn.Module):
         values = self.values(token_accuracy[counted], exact[counted], halt_logits[counted], steps[counted])
         for name, value in values.items():
             self.metrics[name].update(value)
+
+
+class TrainingSums:
+    """The training metrics of the steps since the last logging step, summed on the device: no host read and no
+    boolean-mask indexing per step, one reduction over the ranks and one copy to the host when they are logged.
+
+    Per step it adds the masked sums of `PuzzleMetrics.values` over the finished rows, their count, and the loss terms;
+    `means` turns them into the logged values: means over the finished rows of every rank (none when no row
+    finished), `finished` (their count), and each loss term's mean over the steps and ranks.
+    """
+
+    def __init__(self) -> None:
+        self.sums: Tensor | None = None
+        self.terms: tuple[str, ...] = ()
+        self.steps = 0
+
+    def add(self, finished: Tensor, token_accuracy: Tensor, exact: Tensor, halt_logits: Tensor, steps: Tensor,
+            terms: dict[str, Tensor]) -> None:
+        """Add one step: finished [B] bool selects the rows counted, the other tensors are [B]; terms are 0-dim."""
+        weights = finished.to(torch.float32)
+        values = torch.stack(list(PuzzleMetrics.values(token_accuracy, exact, halt_logits, steps).values()))
+        row = torch.cat([values @ weights, weights.sum().unsqueeze(0), torch.stack(list(terms.values())).float()])
+        if self.sums is None or tuple(terms) != self.terms:
+            self.sums, self.terms = torch.zeros_like(row), tuple(terms)
+        self.sums += row
+        self.steps += 1
+
+    def means(self, reduce: Callable[[Tensor], Tensor], world_size: int) -> dict[str, Tensor]:
+        """The logged values (host tensors) of the steps added since the last call, then start again; `reduce` sums
+        a tensor over the ranks (every rank must call this at the same step)."""
+        if self.sums is None or self.steps == 0:
+            return {}
+        sums = reduce(self.sums).cpu()
+        metrics = len(PuzzleMetrics.names)
+        count = sums[metrics]
+        logged = {"finished": count}
+        if count > 0:
+            logged.update({name: sums[i] / count for i, name in enumerate(PuzzleMetrics.names)})
+        logged.update({name: sums[metrics + 1 + i] / (self.steps * world_size) for i, name in enumerate(self.terms)})
+        self.sums, self.steps = None, 0  # not zeroed in place: on a CPU, `sums` may be that very tensor
+        return logged

@@ -7,7 +7,10 @@ states, so a resumed run continues exactly (docs/scaling.md).
 Evaluation: every example starts fresh and runs all N_sup segments (or stops early where the strategy says so).
 Training also logs `train/flops`, the cumulative analytic matmul FLOPs of every segment so far (all ranks;
 `recursive_reasoning.flops`), saved in checkpoints, so methods compare at equal compute.
-The strategy's `depth` is logged as train/depth_H and train/depth_L, and each of its `evaluation_variants()` (named
+The other training metrics are summed on the device and logged at logging steps (`log_every_n_steps`, and the last
+step) as means over the interval, reduced over the ranks once (`recursive_reasoning.metrics.TrainingSums`); the one
+host read per step left is the non-finite loss check. The strategy's `depth` is logged as train/depth_H and
+train/depth_L (host tensors, like train/flops), and each of its `evaluation_variants()` (named
 strategy copies, e.g. RSM's eval_depths) adds {stage}/exact_accuracy@{name}.
 """
 
@@ -33,7 +36,7 @@ from recursive_reasoning.core.losses import IGNORE_LABEL_ID, sequence_loss
 from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from recursive_reasoning.callbacks import late_checkpoints
 from recursive_reasoning.loading import load_trained
-from recursive_reasoning.metrics import PuzzleMetrics
+from recursive_reasoning.metrics import PuzzleMetrics, TrainingSums
 from recursive_reasoning.optim import AdamATan2, OptimConfig, OptimizerBundle, SignSGD, clip_gradients, reference_schedule
 from recursive_reasoning.resume import carry_slice, carry_state, gathered_objects, rng_states, set_rng_states
 from strategies.base import Batch, Carry, Progress, RecursionStrategy, SegmentOutput
@@ -154,6 +157,7 @@ class RecursiveReasoner(L.LightningModule):
         self._resume_state: dict[str, Any] | None = None  # carry and RNG states of a checkpoint, until training starts
         self._carry_restored = False
         self.train_flops = 0  # cumulative training FLOPs over all ranks (a Python int: counting needs no sync)
+        self._train_sums = TrainingSums()  # training metrics on the device until a logging step
         self._call_flops = call_flops(self.net)
         self.val_metrics = PuzzleMetrics()
         self.test_metrics = PuzzleMetrics()
@@ -267,6 +271,7 @@ class RecursiveReasoner(L.LightningModule):
         seeded alike, and halt exploration would otherwise draw the same numbers for slot i of every rank.
         """
         state, self._resume_state = self._resume_state, None
+        self._train_sums = TrainingSums()  # nothing of an earlier fit is logged in this one
         world_size, rank = self.trainer.world_size, self.trainer.global_rank
         if state is None:
             if rank > 0:
@@ -360,41 +365,52 @@ class RecursiveReasoner(L.LightningModule):
         # counted after the segment: a stochastic gradient window (RSM) reports the draw this segment made
         step_flops = segment_flops(self.net, strategy, progress, True, self._call_flops, segment=out)["total"]
         self.train_flops += step_flops * size * (self.trainer.world_size if self._trainer is not None else 1)
-        self.log("train/flops", float(self.train_flops), on_step=True, on_epoch=False)
         self.last_segment = SegmentOutput(out.y.detach(), out.z.detach(), out.logits.detach(),
                                           out.halt_logits.detach(), out.continue_logits.detach(), out.calls)
 
-        # metrics over the examples that finished in this step and have a label, as the reference reports them;
-        # train/finished counts them (a step with none logs no means, and loggers then repeat the last ones)
+        # metrics over the examples that finished in this step and have a label, as the reference reports them,
+        # summed on the device until a logging step (train/finished counts them; an interval with none logs no means)
         finished = carry.halted & PuzzleMetrics.labelled(carry.batch["labels"])
         if slot_mask is not None:
             finished = finished & slot_mask
-        self.log("train/finished", finished.sum().float(), on_step=True, on_epoch=False)
-        if finished.any():
-            values = PuzzleMetrics.values(
-                loss.token_accuracy[finished], loss.exact[finished], out.halt_logits[finished].detach(),
-                carry.steps[finished],
-            )
-            for name, value in values.items():
-                self.log(f"train/{name}", value.mean(), on_step=True, on_epoch=False)
-        # Under DDP the loss terms are averaged over ranks (equal local batches: the global mean); the metrics of
-        # finished examples above stay rank 0's, since ranks finish different numbers of examples.
-        for name, value in loss.terms.items():
-            self.log(f"train/{name}", value.detach() / size, on_step=True, on_epoch=False, sync_dist=True)
         total = loss.total / size
+        terms = {name: value.detach() / size for name, value in loss.terms.items()}
+        self._train_sums.add(finished, loss.token_accuracy, loss.exact, out.halt_logits.detach(), carry.steps,
+                             {**terms, "loss": total.detach()})
         if not torch.isfinite(total):  # stop before a non-finite update reaches the weights or a checkpoint
             raise FloatingPointError(
                 f"the training loss is {total.item()} at step {self.trainer.global_step} "
                 f"({', '.join(f'{k}={v.item():.4g}' for k, v in loss.terms.items())}); the weights are unchanged and no "
                 "checkpoint was written. Lower optim.lr, check the data, or use precision 32-true to find the cause"
             )
-        self.log("train/loss", total.detach(), on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
-        depth = strategy.depth(progress, True)
-        if depth is not None:
-            outer, inner = depth
-            self.log("train/depth_H", float(outer), on_step=True, on_epoch=False)
-            self.log("train/depth_L", float(inner), on_step=True, on_epoch=False)
+        self._log_host_numbers(strategy.depth(progress, True))
+        if self._trainer is not None and self._logging_step():
+            self._log_training_sums()
         return total, carry
+
+    def _logging_step(self) -> bool:
+        """Whether this training step writes the logs: Lightning's `log_every_n_steps` test, or the last step."""
+        trainer = self.trainer
+        last = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step + 1
+        return trainer._logger_connector.should_update_logs or last
+
+    def _log_training_sums(self) -> None:
+        """Log the training metrics summed since the last logging step: one reduction over the ranks (stacked), one
+        copy to the host; the logged values are host tensors, so neither the loggers nor the progress bar read the
+        device again."""
+        trainer = self.trainer
+        means = self._train_sums.means(lambda t: trainer.strategy.reduce(t, reduce_op="sum"), trainer.world_size)
+        for name, value in means.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, prog_bar=name == "loss")
+
+    def _log_host_numbers(self, depth: tuple[int, int] | None) -> None:
+        """Log train/flops (and the depth, train/depth_H and train/depth_L) as host tensors: no device copy."""
+        numbers = {"flops": float(self.train_flops)}
+        if depth is not None:
+            numbers.update(depth_H=float(depth[0]), depth_L=float(depth[1]))
+        values = torch.tensor(list(numbers.values()), dtype=torch.float64)
+        for index, name in enumerate(numbers):
+            self.log(f"train/{name}", values[index], on_step=True, on_epoch=False)
 
     # --- evaluation --------------------------------------------------------------------------------------------
 

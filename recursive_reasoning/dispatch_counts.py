@@ -1,0 +1,164 @@
+"""Deterministic counts of what a piece of PyTorch code asks of the device: aten ops, host-device sync points,
+uploads of Python scalars and collectives, seen by a `TorchDispatchMode` (counts, not timings: they hold on a CPU).
+
+A *sync point* is an op whose result the host must wait for: reading a value (`.item()`, `bool(t)`, `int(t)`:
+`aten._local_scalar_dense`, `aten.is_nonzero`, `aten.equal`), an op with a data-dependent output shape (`nonzero`,
+`masked_select`, boolean-mask indexing, `unique`, ...), a copy from a device to the host, and `Tensor.tolist()` /
+`Tensor.numpy()` (on a CPU tensor these read memory without an aten op, so they are counted by name). A *scalar
+upload* is a 0-dim tensor made from a Python number (`torch.tensor(x)`, e.g. Lightning's `self.log` of a float:
+`aten.lift_fresh`, `aten.scalar_tensor`) or a 0-dim host-to-device copy. Collectives are ops of the `c10d` and
+`_c10d_functional` namespaces.
+
+Use `count_ops(fn)` for a callable, `OpCounter` as a context manager, or `TrainingStepCounter` (a Lightning callback)
+for one whole training step of `Trainer.fit`, from its `on_train_batch_start` to the next one (logging included).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+__all__ = ["Counts", "OpCounter", "TrainingStepCounter", "count_ops"]
+
+_SYNC_OPS = frozenset({
+    "_local_scalar_dense", "is_nonzero", "equal", "nonzero", "masked_select", "unique_dim", "unique_consecutive",
+    "_unique", "_unique2", "bincount",
+})
+_UPLOAD_OPS = frozenset({"lift_fresh", "lift_fresh_copy", "scalar_tensor"})
+_COLLECTIVE_NAMESPACES = frozenset({"c10d", "_c10d_functional"})
+
+
+@dataclass
+class Counts:
+    """What one counted run asked of the device.
+
+    Attributes:
+        ops: aten (and collective) ops dispatched.
+        syncs: host-device sync points (see the module docstring).
+        scalar_uploads: 0-dim tensors made from Python numbers or copied from the host.
+        collectives: collective ops (all_reduce, all_gather, barrier, ...).
+        by_op: ops by name ("aten.add.Tensor": n).
+        sync_ops: the sync points by name, for finding them.
+    """
+
+    ops: int = 0
+    syncs: int = 0
+    scalar_uploads: int = 0
+    collectives: int = 0
+    by_op: Counter[str] = field(default_factory=Counter)
+    sync_ops: Counter[str] = field(default_factory=Counter)
+
+
+def _has_bool_index(args: tuple[Any, ...]) -> bool:
+    """Whether an `index`/`index_put` call indexes with a boolean mask (a data-dependent shape)."""
+    indices = args[1] if len(args) > 1 else ()
+    return any(isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8) for t in indices or ())
+
+
+def _device_type(value: Any) -> str | None:
+    return value.device.type if isinstance(value, torch.Tensor) else None
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the ops dispatched while active into `self.counts` (`with OpCounter() as counter: ...`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts = Counts()
+        self._patched: dict[str, Callable[..., Any]] = {}
+
+    def _sync(self, name: str) -> None:
+        self.counts.syncs += 1
+        self.counts.sync_ops[name] += 1
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name, base = str(func), func._schema.name.split("::")
+        counts = self.counts
+        counts.ops += 1
+        counts.by_op[name] += 1
+        namespace, op = base[0], base[-1]
+        if namespace in _COLLECTIVE_NAMESPACES:
+            counts.collectives += 1
+        elif (op in _SYNC_OPS or (op in ("index", "index_put", "index_put_", "_index_put_impl_")
+                                  and _has_bool_index(args))
+              or (op == "repeat_interleave" and isinstance(args[-1] if args else None, torch.Tensor)
+                  and kwargs.get("output_size") is None)):
+            self._sync(name)
+        elif op in ("_to_copy", "copy_"):
+            source, target = (args[0], out) if op == "_to_copy" else (args[1], args[0])
+            source_type, target_type = _device_type(source), _device_type(target)
+            if source_type != target_type and target_type == "cpu":
+                self._sync(name)
+            elif source_type != target_type and source_type == "cpu" and source.dim() == 0:
+                counts.scalar_uploads += 1
+        elif op in _UPLOAD_OPS and isinstance(out, torch.Tensor) and out.dim() == 0:
+            counts.scalar_uploads += 1
+        return out
+
+    def _counting(self, method: str) -> Callable[..., Any]:
+        original = self._patched[method]
+
+        def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if tensor.device.type == "cpu":  # elsewhere the copy to the host is counted as an op
+                self._sync(f"Tensor.{method}")
+            return original(tensor, *args, **kwargs)
+
+        return counted
+
+    def __enter__(self) -> OpCounter:
+        for method in ("tolist", "numpy"):
+            self._patched[method] = getattr(torch.Tensor, method)
+            setattr(torch.Tensor, method, self._counting(method))
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)
+        for method, original in self._patched.items():
+            setattr(torch.Tensor, method, original)
+        self._patched.clear()
+
+
+def count_ops(fn: Callable[[], Any]) -> Counts:
+    """Run `fn()` once under an `OpCounter` and return its counts."""
+    with OpCounter() as counter:
+        fn()
+    return counter.counts
+
+
+class TrainingStepCounter(L.Callback):
+    """Counts training step `step` (0-based batch of the first epoch) of `Trainer.fit`, from its
+    `on_train_batch_start` to the next one or the end of training: the step, its callbacks, logging and the
+    scheduler, and fetching the next batch. The result is `counts` (None until the step has run).
+
+    Put it first in the trainer's callbacks so that the other callbacks' hooks of the step are inside the window.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.counts: Counts | None = None
+        self._counter: OpCounter | None = None
+
+    def _stop(self) -> None:
+        if self._counter is not None:
+            self._counter.__exit__(None, None, None)
+            self.counts, self._counter = self._counter.counts, None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._stop()
+        if trainer.global_step == self.step and self.counts is None:
+            self._counter = OpCounter().__enter__()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._stop()
