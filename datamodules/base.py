@@ -116,7 +116,12 @@ class PuzzleDataModule(L.LightningDataModule, ABC):
     def _loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
         """An evaluation loader: in order, every example (Lightning adds its distributed sampler under DDP)."""
         return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, pin_memory=self._pin_memory())
+
+    def _pin_memory(self) -> bool:
+        """Pinned host batches (an asynchronous copy to the device) when the trainer runs on CUDA, never on a CPU."""
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def _ranks(self) -> tuple[int, int]:
         """(number of data-parallel ranks, this process's global rank): the trainer's, else torch.distributed's."""
@@ -140,6 +145,7 @@ class PuzzleDataModule(L.LightningDataModule, ABC):
             generator=torch.Generator().manual_seed(self.seed),  # the worker seeds; never the global RNG
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self._pin_memory(),
         )
 
     def val_dataloader(self) -> DataLoader:

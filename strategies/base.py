@@ -239,7 +239,12 @@ class RecursionStrategy(ABC):
         return out.calls if out.calls is not None else self.module_calls(progress, training)
 
     def run_segment(self, net: ReasoningNetwork, carry: Carry, progress: Progress, training: bool) -> SegmentOutput:
-        """Embed the slots' examples, recurse once, and read the heads."""
+        """Run `segment`: one compiled graph with model.network.compile 'segment' (`ReasoningNetwork.segment`)."""
+        return net.segment(self.segment)(net, carry, progress, training)
+
+    def segment(self, net: ReasoningNetwork, carry: Carry, progress: Progress, training: bool) -> SegmentOutput:
+        """Embed the slots' examples, recurse once, and read the heads: tensor work only (no host syncs), so it
+        compiles with no graph break."""
         x = net.embed(carry.batch["inputs"], carry.batch["puzzle_ids"])
         y, z = self.recurse(net, carry.y, carry.z, x, progress, training)
         return self.read_heads(net, y, z)

@@ -9,6 +9,8 @@ import torch
 
 from recursive_reasoning.core.layers import rms_norm, swiglu_hidden, trunc_normal_
 from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
+from strategies import TRM
+from strategies.base import Progress
 
 
 @pytest.mark.parametrize(
@@ -170,3 +172,36 @@ def test_without_halt_head_the_halt_logits_are_zeros() -> None:
     y = torch.randn(3, net.num_positions, 16, dtype=torch.float64, requires_grad=True)
     logits = net.halt_logits(y)
     assert logits.dtype == torch.float32 and torch.equal(logits, torch.zeros(3, 2)) and not logits.requires_grad
+
+
+def bf16_segment(forward_dtype: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, z, logits) of one TRM training segment under bf16 autocast, the network carrying `forward_dtype`."""
+    torch.manual_seed(0)
+    net = ReasoningNetwork(NetworkConfig(hidden_size=32, num_layers=1, puzzle_emb_len=2, forward_dtype=forward_dtype),
+                           6, 4, 2)
+    strategy = TRM(cycles=2, latent_steps=2)
+    data = {"inputs": torch.randint(0, 6, (3, 4)), "labels": torch.randint(1, 6, (3, 4)),
+            "puzzle_ids": torch.tensor([0, 1, 0])}
+    carry = strategy.refresh(net, strategy.initial_carry(net, data), data)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = strategy.run_segment(net, carry, Progress(0), training=True)
+    return out.y, out.z, out.logits
+
+
+def test_forward_dtype_bfloat16_carries_bf16_states_close_to_fp32() -> None:
+    y16, z16, logits16 = bf16_segment("bfloat16")
+    y32, z32, logits32 = bf16_segment("float32")
+    assert y16.dtype == z16.dtype == torch.bfloat16
+    assert y32.dtype == z32.dtype == torch.float32  # bf16-mixed promotes the residual adds and RMSNorm to fp32
+    assert logits16.dtype == torch.float32
+    assert torch.allclose(logits16, logits32, atol=0.1), (logits16 - logits32).abs().max()
+
+
+def test_forward_dtype_bfloat16_runs_without_autocast_and_rejects_unknown_dtypes() -> None:
+    net = ReasoningNetwork(NetworkConfig(hidden_size=32, num_layers=1, forward_dtype="bfloat16"), 6, 4)
+    y, z = net.initial_states(2)
+    x = net.embed(torch.randint(0, 6, (2, 4)), torch.zeros(2, dtype=torch.long))
+    y = net.answer_step(y, net.latent_step(z, y, x))  # fp32 weights cast to the bf16 states, as the reference does
+    assert y.dtype == torch.bfloat16 and net.decode(y).dtype == torch.float32
+    with pytest.raises(ValueError, match="forward_dtype"):
+        ReasoningNetwork(NetworkConfig(hidden_size=32, forward_dtype="float16"), 6, 4)

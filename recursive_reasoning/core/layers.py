@@ -54,9 +54,20 @@ def trunc_normal_(tensor: Tensor, std: float = 1.0, lower: float = -2.0, upper: 
     return tensor
 
 
-def lecun_linear(in_features: int, out_features: int) -> nn.Linear:
+class CastLinear(nn.Linear):
+    """nn.Linear that runs in its input's dtype: bf16 states (`forward_dtype`) against fp32 weights outside autocast
+    cast the weights, as the reference's CastedLinear does; same dtypes or autocast run nn.Linear unchanged."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == self.weight.dtype or torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+def lecun_linear(in_features: int, out_features: int) -> CastLinear:
     """Bias-free linear layer initialised truncated-normal with std 1/sqrt(fan_in)."""
-    layer = nn.Linear(in_features, out_features, bias=False)
+    layer = CastLinear(in_features, out_features, bias=False)
     trunc_normal_(layer.weight, std=1.0 / math.sqrt(in_features))
     return layer
 

@@ -7,7 +7,9 @@ carry gradient, is decided by a `strategies.RecursionStrategy`; halting is decid
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ from torch import Tensor, nn
 from recursive_reasoning.core.layers import (
     AttentionBackend,
     Block,
+    CastLinear,
     Mixer,
     Positions,
     ReasoningModule,
@@ -46,6 +49,11 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
 
 
 COMPILE_ERRORS = _compile_errors()
+Compile = Literal[False, True, "modules", "segment"]
+ForwardDtype = Literal["float32", "bfloat16"]
+FORWARD_DTYPES: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}  # None: as the weights
+SEGMENT_RECOMPILE_LIMIT = 64  # graphs per segment function: one per depth a curriculum reaches, grad mode and shape
+Result = TypeVar("Result")
 
 
 def check_compile_toolchain(device: torch.device) -> None:
@@ -61,7 +69,7 @@ def check_compile_toolchain(device: torch.device) -> None:
         get_cpp_compiler()
     except Exception as error:
         raise RuntimeError(
-            "model.network.compile=true on a CPU needs a C++ compiler for torch.compile's inductor backend, and "
+            "model.network.compile on a CPU needs a C++ compiler for torch.compile's inductor backend, and "
             f"none was found ({type(error).__name__}: {error}). Install g++ (or set CXX), or set "
             "model.network.compile=false."
         ) from error
@@ -84,9 +92,15 @@ class NetworkConfig:
         puzzle_emb_dim: Width of the puzzle-embedding vector (spread over the prefix tokens); None means hidden_size.
         rms_norm_eps: Epsilon of the weightless RMSNorm.
         rope_theta: RoPE base.
-        compile: Compile the latent and answer modules in place with `torch.compile` (inductor; on a CPU it needs a
-            C++ compiler). Weights and state_dict keys are unchanged; the first calls (and each new batch shape or
-            gradient mode) pay the compilation.
+        compile: `torch.compile` (inductor; on a CPU it needs a C++ compiler): False; 'modules' (or true) compiles
+            the latent and answer modules in place; 'segment' compiles each whole supervision segment a strategy runs
+            (embedding, every recursion step, both heads: `RecursionStrategy.run_segment`) as one graph with
+            fullgraph=True, as the reference compiles its model. Weights and state_dict keys are unchanged; the first
+            calls (and each new depth, batch shape or gradient mode) pay the compilation.
+        forward_dtype: dtype of the carried recursion states y, z and of the embedded input x: 'float32' (the
+            weights' dtype, so bf16 under precision bf16-true), or 'bfloat16' as the reference carries them (the
+            linear layers then run in bf16 with or without autocast; RMSNorm still computes in fp32). Under
+            bf16-mixed with 'float32', the residual adds and RMSNorm promote the states to fp32.
         attention_backend: SDPA kernel of the attention mixer: 'auto' (PyTorch picks), 'math', 'flash', 'efficient'
             or 'cudnn'. A kernel the device, dtype or shapes cannot run raises at the first attention call.
         token_mlp_norm: Axis of the norm after token-MLP mixing: 'positions' (TRM's `mlp_t` block) or 'channels'
@@ -108,7 +122,8 @@ class NetworkConfig:
     puzzle_emb_dim: int | None = None
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
-    compile: bool = False
+    compile: Compile = False
+    forward_dtype: ForwardDtype = "float32"
     attention_backend: AttentionBackend = "auto"
     token_mlp_norm: TokenMLPNorm = "positions"
     tie_embeddings: bool = False
@@ -161,6 +176,14 @@ class ReasoningNetwork(nn.Module):
         elif c.positions not in ("learned", "none"):
             raise ValueError(f"unknown positions {c.positions!r}; choose 'rope', 'learned' or 'none'.")
         sdpa_backend(c.attention_backend)  # an unknown name fails here, whatever the mixer
+        if c.compile not in (False, True, "modules", "segment"):
+            raise ValueError(f"unknown compile {c.compile!r} (model.network.compile); choose false, 'modules' (or "
+                             "true) or 'segment'.")
+        if c.forward_dtype not in FORWARD_DTYPES:
+            raise ValueError(f"unknown forward_dtype {c.forward_dtype!r} (model.network.forward_dtype); choose "
+                             "'float32' or 'bfloat16'.")
+        self.forward_dtype = FORWARD_DTYPES[c.forward_dtype]
+        self.compile_mode = {False: None, True: "modules"}.get(c.compile, c.compile)
 
         def stack(layers: int) -> ReasoningModule:
             return ReasoningModule(
@@ -179,7 +202,7 @@ class ReasoningNetwork(nn.Module):
             self.lm_head.weight = self.token_embedding.weight  # one Parameter; the embedding's init survives
         self.q_head: nn.Linear | None = None
         if c.halt_head:
-            self.q_head = nn.Linear(D, 2, bias=True)
+            self.q_head = CastLinear(D, 2, bias=True)
             with torch.no_grad():
                 self.q_head.weight.zero_()
                 self.q_head.bias.fill_(-5.0)
@@ -188,7 +211,8 @@ class ReasoningNetwork(nn.Module):
         self.register_buffer("z_init", trunc_normal_(torch.empty(D), std=1.0))
 
         self._compile_checked: set[str] = set()  # device types whose compile toolchain was checked
-        if c.compile:
+        self._segments: dict[Callable[..., object], Callable[..., object]] = {}  # compiled segment functions
+        if self.compile_mode == "modules":
             for module in self.reasoning_modules():
                 module.compile()  # in place: parameter names and state_dict keys stay as they are
 
@@ -197,32 +221,55 @@ class ReasoningNetwork(nn.Module):
         return [self.latent_module] + ([self.answer_module] if self.answer_module is not None else [])
 
     def _run(self, module: ReasoningModule, state: Tensor, injection: Tensor) -> Tensor:
-        """Call a reasoning module; with `compile`, check the toolchain once per device type and name the option
-        in a compilation failure."""
-        if not self.config.compile:
+        """Call a reasoning module; with compile 'modules', through `_compiled_call`."""
+        if self.compile_mode != "modules":
             return module(state, injection)
-        if state.device.type not in self._compile_checked:
-            check_compile_toolchain(state.device)
-            self._compile_checked.add(state.device.type)
+        return self._compiled_call(module, state.device, state, injection)
+
+    def _compiled_call(self, fn: Callable[..., Result], device: torch.device, *args: object) -> Result:
+        """Call a compiled function: check the toolchain once per device type, name the option in a failure."""
+        if device.type not in self._compile_checked:
+            check_compile_toolchain(device)
+            self._compile_checked.add(device.type)
         try:
-            return module(state, injection)
+            with torch._dynamo.config.patch(recompile_limit=SEGMENT_RECOMPILE_LIMIT):
+                return fn(*args)
         except COMPILE_ERRORS as error:
             first = (str(error).strip().splitlines() or [""])[0]
             raise RuntimeError(
-                f"model.network.compile=true: torch.compile failed on {state.device.type} ({type(error).__name__}: "
-                f"{first}); set model.network.compile=false to run uncompiled"
+                f"model.network.compile={self.config.compile!r}: torch.compile failed on {device.type} "
+                f"({type(error).__name__}: {first}); set model.network.compile=false to run uncompiled"
             ) from error
+
+    def segment(self, fn: Callable[..., Result]) -> Callable[..., Result]:
+        """`fn` (one whole segment: tensors in, tensors out, no host syncs) compiled as one graph (fullgraph) when
+        compile is 'segment', else `fn` itself; one compiled function per `fn`, cached."""
+        if self.compile_mode != "segment":
+            return fn
+        compiled = self._segments.get(fn)
+        if compiled is None:
+            compiled = self._segments[fn] = torch.compile(fn, fullgraph=True)
+
+        def call(*args: object) -> Result:
+            return self._compiled_call(compiled, self.y_init.device, *args)
+
+        return call
 
     def initial_states(self, batch_size: int) -> tuple[Tensor, Tensor]:
         """Fixed starting answer and latent states, each [B, S, D] (S = prefix + sequence)."""
         shape = (batch_size, self.num_positions, self.hidden_size)
-        return self.y_init.expand(shape), self.z_init.expand(shape)
+        y, z = self.y_init, self.z_init
+        if self.forward_dtype is not None:
+            y, z = y.to(self.forward_dtype), z.to(self.forward_dtype)
+        return y.expand(shape), z.expand(shape)
 
     def embed(self, inputs: Tensor, puzzle_ids: Tensor) -> Tensor:
         """Embed tokens [B, L] and puzzle ids [B] into x [B, S, D], puzzle prefix first, scaled by sqrt(D)."""
         if inputs.shape[-1] != self.seq_len:
             raise ValueError(f"inputs have length {inputs.shape[-1]}, the network was built for {self.seq_len}.")
         x = self.token_embedding(inputs)  # [B, L, D]
+        if self.forward_dtype is not None:
+            x = x.to(self.forward_dtype)
         if self.prefix_len:
             puzzle = self.puzzle_embedding(puzzle_ids)  # [B, puzzle_emb_dim]
             pad = self.prefix_len * self.hidden_size - self.puzzle_emb_dim
