@@ -58,6 +58,8 @@ PRESETS = {
     "demo": "demo_sudoku.yaml",  # the CPU demo: D 64, 6x6 Sudoku, T 2, n 2, N_sup 8
 }
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+COMPILE = {"off": False, "on": True, "segment": "segment"}  # --compile: model.network.compile
+COMPILE_NAMES = {value: name for name, value in COMPILE.items()}
 # Allocators a configuration's process can run under. glibc returns every large freed buffer to the OS, so each new
 # activation is page-faulted in again. "keep" is glibc told to keep freed memory (`host_memory.keep_freed_memory`, the
 # `KeepFreedMemory` callback of the CPU configs); the others are preloaded and configured to keep it too.
@@ -201,7 +203,7 @@ class Spec:
     batch: int
     device: str = "cpu"
     precision: str = "fp32"
-    compile: bool = False
+    compile: bool | str = False  # False, True (the modules) or "segment" (model.network.compile)
     attention_backend: str = "auto"
     micro_batch: int | None = None
     eval_batch: int | None = None
@@ -408,7 +410,7 @@ def table_row(result: dict[str, Any]) -> str:
     train, ev = result["train"], result.get("eval")
     batch = f"{spec['batch']}" + (f" ({spec['micro_batch']})" if spec["micro_batch"] else "")
     cells = [result["recipe"], f"{result['parameters']:,}", batch, spec["precision"],
-             "on" if spec["compile"] else "off", spec["attention_backend"], spec["allocator"],
+             COMPILE_NAMES[spec["compile"]], spec["attention_backend"], spec["allocator"],
              f"{train['example_segments_per_s']:.2f}", f"{train['seconds_per_segment']:.2f}",
              f"{train['flops_per_example_segment'] / 1e9:.2f}", f"{train['flops_per_s'] / 1e9:.1f}",
              f"{train['flops_per_s'] / peak:.1%}"]
@@ -455,7 +457,8 @@ def main() -> None:
     parser.add_argument("--eval-batch", type=int, default=None, help="evaluation chunk size (default: the batch)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=list(PRECISIONS))
-    parser.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"])
+    parser.add_argument("--compile", nargs="+", default=["off"], choices=list(COMPILE),
+                        help="on: compile the latent and answer modules; segment: each whole supervision segment")
     parser.add_argument("--attention-backend", nargs="+", default=["auto"],
                         choices=["auto", "math", "flash", "efficient", "cudnn"])
     parser.add_argument("--allocator", nargs="+", default=["default"], choices=["default", KEEP, *ALLOCATORS],
@@ -499,7 +502,7 @@ def main() -> None:
     specs: list[Spec] = []
     if args.rsm_memory:
         for outer in args.rsm_depths:
-            specs.append(Spec(args.rsm_recipe, args.batch[0], args.device, args.precision[0], args.compile[0] == "on",
+            specs.append(Spec(args.rsm_recipe, args.batch[0], args.device, args.precision[0], COMPILE[args.compile[0]],
                               args.attention_backend[0], allocator=args.allocator[0], micro_batch=args.micro_batch,
                               warmup=args.warmup,
                               steps=args.steps, rsm_depth=(outer, args.rsm_latent), skip_eval=True))
@@ -507,7 +510,7 @@ def main() -> None:
         for recipe, batch, precision, compiled, backend, allocator in itertools.product(
             args.recipe, args.batch, args.precision, args.compile, args.attention_backend, args.allocator
         ):
-            specs.append(Spec(recipe, batch, args.device, precision, compiled == "on", backend, allocator=allocator,
+            specs.append(Spec(recipe, batch, args.device, precision, COMPILE[compiled], backend, allocator=allocator,
                               micro_batch=args.micro_batch, eval_batch=args.eval_batch, warmup=args.warmup,
                               steps=args.steps, eval_segments=args.eval_segments, eval_repeats=args.eval_repeats,
                               progress=args.progress, vocab_size=args.vocab_size, seq_len=args.seq_len,
@@ -549,7 +552,7 @@ def main() -> None:
         print(f"summary: {len(ok)}/{len(results)} configurations ran; best training MFU "
               f"{best['train']['flops_per_s'] / best['matmul_peak']:.1%} ({best['recipe']}, batch "
               f"{best['spec']['batch']}, {best['spec']['precision']}, compile "
-              f"{'on' if best['spec']['compile'] else 'off'}) against a measured peak of "
+              f"{COMPILE_NAMES[best['spec']['compile']]}) against a measured peak of "
               f"{best['matmul_peak'] / 1e9:.1f} GFLOP/s")
     if args.json:
         args.json.write_text(json.dumps({"results": results}, indent=1))
