@@ -14,11 +14,11 @@ import torch
 from datamodules import GeneratedPuzzles
 from datamodules.kinds import FutoshikiKind, kind_from_description
 from datamodules.kinds.conformance import check_datamodule, check_kind
-from recursive_reasoning.cli import main
 from recursive_reasoning.core.network import NetworkConfig
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
 from recursive_reasoning.solve import load_solver
 from strategies import TRM
+from test_solve import run as solve
 
 # A 4x4 puzzle with one solution (the class docstring's example) and that solution.
 PUZZLE = "3-.-.-./-+v+-+-/.-.-.-./-+-+-+-/.-2-.-./-+-+-+^/.-.-.>."
@@ -199,16 +199,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = root / "tiny.ckpt"
     trainer.save_checkpoint(path)
     return path
-
-
-def solve(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    try:
-        main(["solve", *args])
-        status = 0
-    except SystemExit as exit:
-        status = int(exit.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def test_rr_solve_reads_the_kind_from_the_checkpoint_and_writes_a_trace(checkpoint: Path, tmp_path: Path,
