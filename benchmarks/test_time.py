@@ -56,9 +56,8 @@ def main() -> None:
     datamodule.setup("test")
     test = datamodule.datasets["test"]
     count = len(test) if args.limit is None else min(args.limit, len(test))
-    items = test.__getitems__(list(range(count)))
-    inputs = torch.stack([item["inputs"] for item in items])
-    labels = torch.stack([item["labels"] for item in items])
+    batch = test.__getitems__(list(range(count)))
+    inputs, labels = batch["inputs"], batch["labels"]
     trained = model.strategy.supervision_steps if model.strategy.has_halt_head else model.strategy.h_test
 
     print(f"{count} test puzzles of {class_name}({', '.join(f'{k}={hparams[k]}' for k in ('size', 'side') if k in hparams)}),"

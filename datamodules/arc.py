@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from datamodules import arc_rules as rules
 from datamodules.arc_eval import ARCEvaluator
 from datamodules.base import PuzzleDataModule
-from datamodules.dataset import PuzzleDataset
+from datamodules.dataset import Batch, PuzzleDataset
 from datamodules.dihedral import SWAPS_AXES
 from datamodules.kinds import ARCKind
 from recursive_reasoning.core.files import atomic_write
@@ -156,7 +156,7 @@ class PuzzleIdMap:
 class ARCDataset(PuzzleDataset):
     """Examples (puzzle id, input grid, output grid) rendered on the 30x30 canvas on the fly, a whole batch at once.
 
-    Items carry ``example_ids`` (the index in this dataset) for the evaluator. Translation offsets are drawn per
+    Batches carry ``example_ids`` (the index in this dataset) for the evaluator. Translation offsets are drawn per
     example from a counter-based hash of (seed, index), so an example always sits at the same place; examples marked
     in `origin` stay at the origin.
 
@@ -204,8 +204,8 @@ class ARCDataset(PuzzleDataset):
             offsets[self.origin[idx]] = 0
         return offsets
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        """Batched `__getitem__`: inputs and labels [L=900], puzzle_ids and example_ids scalars."""
+    def __getitems__(self, indices: list[int]) -> Batch:
+        """The batch of `indices`: inputs and labels [B, L=900], puzzle_ids and example_ids [B]."""
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"indices out of range for a dataset of {len(self)} examples")
@@ -215,13 +215,7 @@ class ARCDataset(PuzzleDataset):
         inputs = rules.encode(self.bank, self.shapes, rows[:, 1], augmentations, offsets)
         labels = rules.encode(self.bank, self.shapes, np.maximum(rows[:, 2], 0), augmentations, offsets)
         labels[(labels == rules.PAD) | (rows[:, 2:3] < 0)] = IGNORE_LABEL
-        inputs_t, labels_t = torch.from_numpy(inputs), torch.from_numpy(labels)
-        puzzle_ids = torch.from_numpy(rows[:, 0].astype(np.int64))
-        example_ids = torch.from_numpy(idx)
-        return [
-            {"inputs": x, "labels": y, "puzzle_ids": p, "example_ids": e}
-            for x, y, p, e in zip(inputs_t, labels_t, puzzle_ids, example_ids)
-        ]
+        return self.batch(inputs, labels, rows[:, 0], idx)
 
 
 class ARC(PuzzleDataModule):

@@ -9,6 +9,7 @@ A concrete data module says how to load its splits (`load_splits`) and how to wr
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -17,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.dataset import PuzzleDataset, collate_batch
 from datamodules.evaluator import PuzzleEvaluator
 from datamodules.kinds.base import PuzzleKind
 from datamodules.loaders import GlobalBatchSampler, ResumableDataLoader
@@ -33,7 +35,9 @@ class PuzzleDataModule(L.LightningDataModule, ABC):
     trains the same on any number of devices. The training loader's `GlobalBatchSampler` gives rank r the r-th
     contiguous slice of every global batch of one seeded permutation per epoch, and `ResumableDataLoader` puts the
     position inside the epoch into checkpoints, so a resumed run continues with the next batch. Evaluation loaders
-    are plain, in order, and `eval_batch_size` is per device (Lightning's distributed sampler splits them).
+    are plain, in order, and `eval_batch_size` is per device (Lightning's distributed sampler splits them). A
+    `PuzzleDataset` builds each batch whole (int32 inputs and puzzle ids, int64 labels) and every loader passes it
+    through as it is (`collate_batch`), so no step of the data path works one example at a time.
 
     A subclass declares the task's shape (`vocab_size`, `seq_len`, `num_puzzle_ids`: `rr fit` links them to the
     model) and its `puzzle_kind`, and may offer an `evaluator` and a `check_checkpoint`; the model calls exactly
@@ -116,7 +120,14 @@ class PuzzleDataModule(L.LightningDataModule, ABC):
     def _loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
         """An evaluation loader: in order, every example (Lightning adds its distributed sampler under DDP)."""
         return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=self._pin_memory())
+                          persistent_workers=self.num_workers > 0, pin_memory=self._pin_memory(),
+                          collate_fn=self._collate(dataset))
+
+    @staticmethod
+    def _collate(dataset: Dataset) -> Callable[[Any], Any] | None:
+        """A PuzzleDataset builds whole batches, which pass through untouched (`collate_batch`); any other dataset
+        gives per-example items, which PyTorch's default collate (None) stacks."""
+        return collate_batch if isinstance(dataset, PuzzleDataset) else None
 
     def _pin_memory(self) -> bool:
         """Pinned host batches (an asynchronous copy to the device) when the trainer runs on CUDA, never on a CPU."""
@@ -146,6 +157,7 @@ class PuzzleDataModule(L.LightningDataModule, ABC):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self._pin_memory(),
+            collate_fn=self._collate(sampler.dataset),
         )
 
     def val_dataloader(self) -> DataLoader:

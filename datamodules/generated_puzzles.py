@@ -5,10 +5,9 @@ from __future__ import annotations
 
 
 import numpy as np
-import torch
 
 from datamodules.base import PuzzleDataModule
-from datamodules.dataset import PuzzleDataset
+from datamodules.dataset import Batch, PuzzleDataset
 from datamodules.generated import GeneratedArrays, GeneratedSplits
 from datamodules.kinds.base import PuzzleKind
 
@@ -32,7 +31,7 @@ class KindDataset(PuzzleDataset):
     def __len__(self) -> int:
         return len(self.inputs)
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+    def __getitems__(self, indices: list[int]) -> Batch:
         """The batch of `indices`, augmented as a whole when training."""
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
@@ -40,7 +39,7 @@ class KindDataset(PuzzleDataset):
         inputs, labels = self.inputs[idx], self.labels[idx]
         if self.augment and idx.size:
             inputs, labels = self.kind.augment(inputs, labels, np.random.default_rng([self.seed, *idx.tolist()]))
-        return self.items(*(torch.from_numpy(np.ascontiguousarray(tokens)) for tokens in (inputs, labels)))
+        return self.batch(inputs, labels)
 
 
 class GeneratedPuzzles(GeneratedSplits, PuzzleDataModule):

@@ -18,7 +18,7 @@ import torch
 
 from datamodules import maze_rules as rules
 from datamodules.base import PuzzleDataModule
-from datamodules.dataset import PuzzleDataset
+from datamodules.dataset import Batch, PuzzleDataset
 from datamodules.evaluator import PuzzleEvaluator
 from datamodules.generated import GeneratedArrays, GeneratedSplits
 from datamodules.sources import ensure_csv_files, head_splits
@@ -54,16 +54,16 @@ class MazeDataset(PuzzleDataset):
         """Number of examples: mazes times transforms."""
         return len(self.inputs) * self.transforms
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        """Batched `__getitem__` (DataLoader calls it): one gather applies each index's transform at once."""
+    def __getitems__(self, indices: list[int]) -> Batch:
+        """The batch of `indices` (DataLoader calls it): one gather applies each index's transform at once."""
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"indices out of range for a dataset of {len(self)} examples")
         n = len(self.inputs)
         gather = self.gather[idx // n]  # [B, N*N]
-        inputs = torch.from_numpy(np.take_along_axis(self.inputs[idx % n], gather, axis=1).astype(np.int64))
-        labels = torch.from_numpy(np.take_along_axis(self.labels[idx % n], gather, axis=1).astype(np.int64))
-        return self.items(inputs, labels)
+        inputs = np.take_along_axis(self.inputs[idx % n], gather, axis=1)
+        labels = np.take_along_axis(self.labels[idx % n], gather, axis=1)
+        return self.batch(inputs, labels)
 
 
 class PathEvaluator(PuzzleEvaluator):

@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from datamodules import arc_rules
 from datamodules.arc import PuzzleIdMap
 from datamodules.arc_eval import ARCEvaluator
 from datamodules.base import PuzzleDataModule
-from datamodules.dataset import PuzzleDataset
+from datamodules.dataset import Batch, PuzzleDataset
 from datamodules.evaluator import PuzzleEvaluator
 from datamodules.kinds import ARCKind, MazeKind, PuzzleKind
 from datamodules.maze import PathEvaluator
@@ -214,7 +213,7 @@ def _fitting_kinds(seq_len: int, vocab_size: int) -> dict[str, PuzzleKind]:
 class ReferenceDataset(PuzzleDataset):
     """Examples (rows of the memory-mapped token arrays) served a batch at once, ignore labels mapped to -100.
 
-    Items carry ``example_ids`` (the index in this dataset; the ARC evaluator uses it). The arrays are opened in each
+    Batches carry ``example_ids`` (the index in this dataset; the ARC evaluator uses it). The arrays are opened in each
     process on first use, so DataLoader workers never copy them.
 
     Args:
@@ -238,23 +237,19 @@ class ReferenceDataset(PuzzleDataset):
         """Number of items."""
         return len(self.rows)
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        """Batched `__getitem__`: inputs and labels [L], puzzle_ids and example_ids scalars."""
+    def __getitems__(self, indices: list[int]) -> Batch:
+        """The batch of `indices`: inputs and labels [B, L], puzzle_ids and example_ids [B]."""
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"indices out of range for a dataset of {len(self)} examples")
         if self._arrays is None:
             self._arrays = (np.load(self.paths[0], mmap_mode="r"), np.load(self.paths[1], mmap_mode="r"))
         rows = self.rows[idx]
-        inputs = self._arrays[0][rows].astype(np.int64)
+        inputs = self._arrays[0][rows]
         labels = self._arrays[1][rows].astype(np.int64)
         if self.ignore_label is not None:
             labels[labels == self.ignore_label] = IGNORE_LABEL
-        columns = [torch.from_numpy(column) for column in (inputs, labels, self.puzzle_ids[idx], idx)]
-        return [
-            {"inputs": x, "labels": y, "puzzle_ids": p, "example_ids": e}
-            for x, y, p, e in zip(*(column.unbind(0) for column in columns))
-        ]
+        return self.batch(inputs, labels, self.puzzle_ids[idx], idx)
 
 
 def _training_rows(split: _Split, seed: int) -> np.ndarray:

@@ -13,11 +13,10 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from datamodules import sudoku_rules as rules
 from datamodules.base import PuzzleDataModule
-from datamodules.dataset import PuzzleDataset
+from datamodules.dataset import Batch, PuzzleDataset
 from datamodules.generated import GeneratedArrays, GeneratedSplits
 from datamodules.sources import ensure_csv_files, head_splits
 from datamodules.kinds.sudoku import SudokuKind, decode, encode
@@ -74,11 +73,11 @@ class SudokuDataset(PuzzleDataset):
 
     def example(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the (puzzle, solution) grids [N*N] of one index, augmented as the index says."""
-        item = self.__getitems__([index])[0]
+        item = self[index]
         return decode(item["inputs"].numpy()), decode(item["labels"].numpy())
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        """Batched `__getitem__` (DataLoader calls it): each index keeps its own seeded transform, applied at once."""
+    def __getitems__(self, indices: list[int]) -> Batch:
+        """The batch of `indices` (DataLoader calls it): each index keeps its own seeded transform, applied at once."""
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"indices out of range for a dataset of {len(self)} examples")
@@ -101,9 +100,7 @@ class SudokuDataset(PuzzleDataset):
             draws = np.stack([np.random.default_rng((self.seed, int(idx[j]), _HINT_STREAM)).random(cells + 1)
                               for j in twins])
             puzzles[twins] = add_hints(puzzles[twins], solutions[twins], draws)
-        inputs = torch.from_numpy(encode(puzzles))
-        labels = torch.from_numpy(encode(solutions))
-        return self.items(inputs, labels)
+        return self.batch(encode(puzzles), encode(solutions))
 
 
 def add_hints(puzzles: np.ndarray, solutions: np.ndarray, draws: np.ndarray) -> np.ndarray:

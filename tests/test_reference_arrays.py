@@ -33,8 +33,7 @@ ARC = DATA / "arc-3-tasks-aug-2"  # training 017c7c7b, 025d127b; evaluation 1d39
 def items(module: ReferenceArrays, split: str) -> dict[str, torch.Tensor]:
     """Every item of a split, stacked, in dataset order."""
     dataset = module.datasets[split]
-    batch = dataset.__getitems__(list(range(len(dataset))))
-    return {key: torch.stack([item[key] for item in batch]) for key in batch[0]}
+    return dataset.__getitems__(list(range(len(dataset))))
 
 
 def copy_of(source: Path, tmp_path: Path) -> Path:
