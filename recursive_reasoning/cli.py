@@ -33,12 +33,12 @@ import torch
 import yaml
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelSummary
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelSummary, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from datamodules.base import PuzzleDataModule
 from recursive_reasoning.callbacks import PredictionWriter
@@ -230,13 +230,29 @@ class ReasoningCLI(LightningCLI):
             raise SystemExit(f"error: {root}") from None
 
     def before_instantiate_classes(self) -> None:
-        """Say so when an evaluation runs without a checkpoint: it measures the untrained, randomly initialised model."""
+        """Say so when an evaluation runs without a checkpoint: it measures the untrained, randomly initialised model;
+        honour `--trainer.enable_progress_bar=false` over a recipe's progress-bar callback."""
+        self._drop_disabled_progress_bars()
         subcommand = self.config.get("subcommand")
         if subcommand in ("validate", "test", "predict") and not self.config[subcommand].get("ckpt_path"):
             rank_zero_warn(
                 f"rr {subcommand} without --ckpt_path evaluates an UNTRAINED model (random initial weights): an "
                 "untrained baseline. Pass --ckpt_path runs/.../last.ckpt to evaluate a trained one."
             )
+
+    def _drop_disabled_progress_bars(self) -> None:
+        """With `trainer.enable_progress_bar: false`, remove the progress-bar callbacks (e.g. a GPU recipe's
+        TQDMProgressBar) from the parsed config, and nothing else: Lightning refuses a progress-bar callback beside the
+        disabled flag, and the flag says no bar. The saved config.yaml then records what ran."""
+        trainer = self._get(self.config, "trainer")
+        if trainer is None or trainer.get("enable_progress_bar") is not False or trainer.get("callbacks") is None:
+            return
+        callbacks = trainer.callbacks if isinstance(trainer.callbacks, list) else [trainer.callbacks]
+        dropped = [callback for callback in callbacks if _is_progress_bar(callback)]
+        if dropped:
+            trainer.callbacks = [callback for callback in callbacks if not _is_progress_bar(callback)]
+            names = ", ".join(getattr(c, "class_path", type(c).__name__).rpartition(".")[2] for c in dropped)
+            rank_zero_info(f"--trainer.enable_progress_bar=false: the configured {names} is left out")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Build the trainer; checkpoints are written atomically unless a custom CheckpointIO was configured, and the
@@ -271,6 +287,18 @@ def _check_ckpt_path(ckpt_path: str | None) -> None:
     if not path.exists():
         raise SystemExit(f"error: --ckpt_path {path} does not exist; a run's checkpoints are in "
                          "runs/<recipe>/latest/checkpoints/ (last.ckpt)")
+
+
+def _is_progress_bar(callback: Any) -> bool:
+    """Whether a parsed trainer callback (a class_path Namespace, or an instance) is a Lightning progress bar."""
+    if isinstance(callback, ProgressBar):
+        return True
+    class_path = getattr(callback, "class_path", None)
+    if not isinstance(class_path, str):
+        return False
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return isinstance(cls, type) and issubclass(cls, ProgressBar)
 
 
 def _resolved(class_path: str) -> str:
