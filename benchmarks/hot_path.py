@@ -6,8 +6,17 @@ validation batch (divided by the evaluation segments it ran); then the same coun
 public reference TRM code (model, ACT loss, both optimisers, EMA and the metric read-back of its `train_batch`) on the
 same configuration. The reference is never vendored: fetch it into a scratch folder and pass `--reference PATH`.
 `--throughput` times rr against the reference instead (example-segments/s, configurations interleaved, medians).
+Recipes are counted eager (`model.network.compile` off, as the reference), "kernel ops" leave out the view, metadata
+and allocation ops (`dispatch_counts.METADATA_OPS`: no kernel launch on any device). `--phases` also splits each
+training step by phase (methods of the module, strategy, optimisers, scheduler, logger connector and callbacks wrapped
+at runtime; the unwrapped rest is the Lightning loop) and its forward by module class, rr beside the reference, and
+lists per phase the ops rr runs more. `--ddp` instead counts the collectives of a training step on each of 2 gloo DDP
+ranks on the CPU (one subprocess per recipe), before, during (DDP's gradient reduction) and after the backward.
 
     python benchmarks/hot_path.py --recipes demo_sudoku trm_sudoku --batch 8 --reference /tmp/ref_trm
+    python benchmarks/hot_path.py --recipes demo_sudoku trm_sudoku --batch 4 --precision 32-true \
+        --reference /tmp/ref_trm --reference-recipes demo_sudoku trm_sudoku --phases
+    python benchmarks/hot_path.py --ddp --recipes demo_sudoku trm_sudoku hrm_sudoku --batch 4 --precision 32-true
     python benchmarks/hot_path.py --throughput --reference /tmp/ref_trm --batch 32 --repeats 3
 
 The reference imports einops and pydantic (`pip install --target /tmp/ref_deps einops pydantic`, then
@@ -48,7 +57,9 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 from benchmarks.throughput import Spec, build, chunks, synthetic_batch, task_shape, train_segments  # noqa: E402
 from datamodules.base import PuzzleDataModule  # noqa: E402
 from recursive_reasoning.cli import ReasoningCLI  # noqa: E402
-from recursive_reasoning.dispatch_counts import Counts, OpCounter, TrainingStepCounter  # noqa: E402
+from recursive_reasoning.dispatch_counts import (  # noqa: E402
+    METADATA_OPS, Counts, OpCounter, TrainingStepCounter, op_base_name,
+)
 from recursive_reasoning.module import RecursiveReasoner  # noqa: E402
 from strategies import TRM, Progress, RecursionStrategy  # noqa: E402
 
@@ -63,7 +74,7 @@ def collectives(counts: Counts) -> Counter:
 
 def per_segment(counts: Counts, segments: int) -> dict[str, float]:
     """A window's totals divided by the evaluation segments it ran."""
-    return {"ops": counts.ops / segments, "syncs": counts.syncs / segments,
+    return {"ops": counts.ops / segments, "kernel_ops": counts.kernel_ops / segments, "syncs": counts.syncs / segments,
             "uploads": counts.scalar_uploads / segments, "collectives": counts.collectives / segments}
 
 
@@ -118,6 +129,123 @@ def _subclasses(cls: type) -> set[type]:
     return found
 
 
+# --- phases: where a step's ops go ---------------------------------------------------------------------------------
+
+LOOP = "Lightning loop (rest)"  # ops under no phase scope: the loop, data fetching, callbacks' glue
+CARRY = "forward: carry + halting"
+PHASES = ("batch to device", "forward: segment", CARRY, "loss", "metrics", "training_step glue", "backward",
+          "gradient clipping", "optimiser: AdamATan2 (dense)", "optimiser: SignSGD (puzzle table)",
+          "optimiser: bundle glue", "zero_grad", "lr scheduler", "EMA", "logging", LOOP)
+
+
+@contextlib.contextmanager
+def phase_of(counter: OpCounter, obj: Any, method: str, label: str, closure_label: str | None = None,
+             kind: str = "phase") -> Iterator[None]:
+    """While open, `obj.method(...)` runs inside `counter.scope(kind, label)` (an instance attribute over the bound
+    method, removed at the end); with `closure_label`, a `closure` argument (Lightning's training step + backward,
+    which `optimizer.step` runs) runs under that label instead."""
+    original = getattr(obj, method)
+    shadowed = method in vars(obj)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if closure_label is not None and kwargs.get("closure") is not None:
+            closure = kwargs["closure"]
+            kwargs["closure"] = lambda: _scoped(counter, kind, closure_label, closure)
+        with counter.scope(kind, label):
+            return original(*args, **kwargs)
+
+    setattr(obj, method, wrapped)
+    try:
+        yield
+    finally:
+        if shadowed:
+            setattr(obj, method, original)
+        else:
+            delattr(obj, method)
+
+
+def _scoped(counter: OpCounter, kind: str, label: str, fn: Callable[[], Any]) -> Any:
+    with counter.scope(kind, label):
+        return fn()
+
+
+@contextlib.contextmanager
+def module_scopes(counter: OpCounter) -> Iterator[None]:
+    """Attribute forward ops to the innermost `nn.Module` class running them (scope kind "module"); calls are
+    counted per class. Backward ops run outside any module's forward and are not attributed."""
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+    pre = register_module_forward_pre_hook(lambda module, args: counter.enter("module", type(module).__name__))
+    post = register_module_forward_hook(lambda module, args, out: counter.exit("module"), always_call=True)
+    try:
+        yield
+    finally:
+        pre.remove()
+        post.remove()
+
+
+def _overridden_hooks(callback: Callback) -> list[str]:
+    """The `Callback` hooks a callback's class overrides."""
+    return [name for name in dir(Callback) if name.startswith(("on_", "setup", "teardown", "state_dict"))
+            and getattr(type(callback), name, None) is not getattr(Callback, name)]
+
+
+def rr_phase_hooks(counter: OpCounter, trainer: Trainer, module: RecursiveReasoner,
+                   skip: Callback) -> contextlib.ExitStack:
+    """Phase scopes over one rr training step, by wrapping (at runtime) the methods each phase runs: the strategy's
+    segment, carry and loss methods, the module's metric, logging, backward and clipping hooks, each optimiser's
+    step, zero_grad, the scheduler, the logger connector and every callback's hooks (the EMA's as "EMA")."""
+    stack = contextlib.ExitStack()
+    strategy, bundle = module.strategy, trainer.optimizers[0]
+    wraps: list[tuple[Any, str, str]] = [
+        (trainer.strategy, "batch_to_device", "batch to device"),
+        (module, "training_step", "training_step glue"),
+        (strategy, "run_segment", "forward: segment"),
+        (strategy, "initial_carry", CARRY), (strategy, "refresh", CARRY), (strategy, "advance", CARRY),
+        (strategy, "loss", "loss"),
+        (module._train_sums, "add", "metrics"),
+        (module, "_log_training_sums", "logging"), (module, "_log_host_numbers", "logging"), (module, "log", "logging"),
+        (trainer._logger_connector, "update_train_step_metrics", "logging"),
+        (module, "backward", "backward"),
+        (module, "configure_gradient_clipping", "gradient clipping"),
+        (bundle, "zero_grad", "zero_grad"),
+    ]
+    for member in getattr(bundle, "optimizers", []):
+        name = type(member).__name__
+        label = "optimiser: SignSGD (puzzle table)" if name == "SignSGD" else f"optimiser: {name} (dense)"
+        wraps.append((member, "step", label))
+    for config in trainer.lr_scheduler_configs:
+        wraps.append((config.scheduler, "step", "lr scheduler"))
+    for callback in trainer.callbacks:
+        if callback is not skip:
+            label = "EMA" if type(callback).__name__ == "EMA" else f"callback: {type(callback).__name__}"
+            wraps += [(callback, hook, label) for hook in _overridden_hooks(callback)]
+    for obj, method, label in wraps:
+        stack.enter_context(phase_of(counter, obj, method, label))
+    stack.enter_context(phase_of(counter, bundle, "step", "optimiser: bundle glue", closure_label=LOOP))
+    stack.enter_context(module_scopes(counter))
+    return stack
+
+
+class PhasedStepCounter(TrainingStepCounter):
+    """`TrainingStepCounter` that also splits the step by phase (`counts.scopes["phase"]`) and its forward ops by
+    module class (`counts.scopes["module"]`)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(step)
+        self._hooks: contextlib.ExitStack | None = None
+
+    def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super()._start(trainer, pl_module)
+        self._hooks = rr_phase_hooks(self._counter, trainer, pl_module, skip=self)
+
+    def _stop(self) -> None:
+        if self._hooks is not None:
+            self._hooks.close()
+            self._hooks = None
+        super()._stop()
+
+
 # --- rr: one Trainer.fit step of a recipe --------------------------------------------------------------------------
 
 
@@ -134,7 +262,8 @@ def recipe_path(name: str) -> Path:
 def fit_arguments(recipe: Path, batch: int, root: Path, shared: Path, precision: str | None = None) -> list[str]:
     """`rr fit` arguments that train 3 steps of `recipe` at `batch` on the CPU and validate one batch after them:
     data from `shared`/data, loaded in one worker process as in a real run (its ops are not the step's), logs under
-    `root`. A Sudoku recipe whose Sudoku-Extreme files are absent gets generated 9x9 Sudokus: the same shapes."""
+    `root`, eager (see `eager`). A Sudoku recipe whose Sudoku-Extreme files are absent gets generated 9x9 Sudokus: the
+    same shapes."""
     config = yaml.safe_load(recipe.read_text())
     data = config.get("data") or {}
     data_args = data.get("init_args") or {}
@@ -145,6 +274,7 @@ def fit_arguments(recipe: Path, batch: int, root: Path, shared: Path, precision:
             Path(data_args.get("data_dir", "")).glob("test.csv*")):
         config["data"] = {"class_path": "datamodules.GeneratedSudoku",
                           "init_args": {"size": 9, "train_size": 8 * batch, "val_size": batch, "test_size": batch}}
+    eager(config, precision)
     path = root / recipe.name
     path.write_text(yaml.safe_dump(config))
     args = ["--config", str(path), "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.max_steps=3",
@@ -157,12 +287,27 @@ def fit_arguments(recipe: Path, batch: int, root: Path, shared: Path, precision:
     return args
 
 
-def rr_counts(recipe: Path, batch: int, shared: Path, precision: str | None = None) -> dict[str, Any]:
-    """Counts of one `Trainer.fit` training step (after a warm-up step) and per evaluation segment of a recipe."""
-    train, evaluation = TrainingStepCounter(step=1), EvaluationCounter()
+def eager(config: dict[str, Any], precision: str | None) -> None:
+    """Count the recipe eager (`model.network.compile` off), as the reference rows are: a dispatch mode sees each op
+    of eager code, not the fused kernels of a compiled graph (and on a CPU inductor cannot compile the puzzle
+    embedding's sparse gradient). Under a non-bf16 `precision` the recursion states are float32 too."""
+    network = (config.get("model") or {}).get("network")
+    if network is None:
+        return
+    network["compile"] = False
+    if precision is not None and not precision.startswith("bf16"):
+        network["forward_dtype"] = "float32"
+
+
+def rr_counts(recipe: Path, batch: int, shared: Path, precision: str | None = None, phases: bool = False,
+              extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Counts of one `Trainer.fit` training step (after a warm-up step) and per evaluation segment of a recipe; with
+    `phases`, the step split by phase and its forward by module class; `extra`: more `rr fit` arguments."""
+    train = PhasedStepCounter(step=1) if phases else TrainingStepCounter(step=1)
+    evaluation = EvaluationCounter()
     with tempfile.TemporaryDirectory() as root:
         cli = ReasoningCLI(RecursiveReasoner, PuzzleDataModule, subclass_mode_data=True, run=False,
-                           args=fit_arguments(recipe, batch, Path(root), shared, precision),
+                           args=fit_arguments(recipe, batch, Path(root), shared, precision) + list(extra),
                            save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
         cli.trainer.callbacks.insert(0, train)  # first: the other callbacks' hooks of the step are in its window
         cli.trainer.callbacks.append(evaluation)
@@ -172,6 +317,96 @@ def rr_counts(recipe: Path, batch: int, shared: Path, precision: str | None = No
         raise RuntimeError(f"{recipe.stem}: the step or the validation batch was never counted (did fit stop early?)")
     return {"train": train.counts, "evaluation": evaluation.counts, "segments": max(evaluation.segments, 1),
             "precision": str(cli.trainer.precision), "parameters": cli.model.net.num_parameters()}
+
+
+# --- DDP: the collectives of a training step under 2-process gloo DDP -----------------------------------------------
+
+WINDOWS = ("before backward", "backward (DDP gradient reduction)", "after backward")
+
+
+class WindowedStepCounter(PhasedStepCounter):
+    """`PhasedStepCounter` that also splits the step in time around Lightning's backward (`counts.scopes["window"]`:
+    `WINDOWS`), so that DDP's gradient reduction is told from the collectives before and after it."""
+
+    def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super()._start(trainer, pl_module)
+        counter = self._counter
+        counter.enter("window", WINDOWS[0])
+        backward = pl_module.backward  # the phase wrapper: its scope stays inside this window's
+
+        def windowed(*args: Any, **kwargs: Any) -> Any:
+            counter.exit("window")
+            counter.enter("window", WINDOWS[1])
+            try:
+                return backward(*args, **kwargs)
+            finally:
+                counter.exit("window")
+                counter.enter("window", WINDOWS[2])
+
+        self._hooks.callback(setattr, pl_module, "backward", backward)
+        pl_module.backward = windowed
+
+
+def collective_summary(counts: Counts) -> dict[str, Any]:
+    """A step's collectives, by time window and by phase, as plain data (what a DDP rank hands back)."""
+    def named(c: Counts) -> dict[str, int]:
+        return dict(collectives(c))
+
+    phases = _phase_counts({"train": counts})
+    return {"total": named(counts),
+            "windows": {label: named(c) for label, c in counts.scopes.get("window", {}).items()},
+            "phases": {label: named(c) for label, c in phases.items() if collectives(c)}}
+
+
+def ddp_worker(recipe: Path, batch: int, shared: Path, precision: str | None, out: Path) -> None:
+    """One recipe under `--trainer.devices=2 --trainer.strategy=ddp` (gloo on the CPU; Lightning starts rank 1 by
+    running this command again): each rank writes its step's `collective_summary` to `out`/rank{r}.json."""
+    import json
+    import os
+
+    train = WindowedStepCounter(step=1)
+    with tempfile.TemporaryDirectory() as root:
+        cli = ReasoningCLI(RecursiveReasoner, PuzzleDataModule, subclass_mode_data=True, run=False,
+                           args=fit_arguments(recipe, batch, Path(root), shared, precision)
+                           + ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.limit_val_batches=0"],
+                           save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
+        cli.trainer.callbacks.insert(0, train)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    if train.counts is None:
+        raise RuntimeError(f"{recipe.stem}: the DDP training step was never counted")
+    rank = int(os.environ.get("LOCAL_RANK", cli.trainer.global_rank))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{rank}.json").write_text(json.dumps(collective_summary(train.counts)))
+
+
+def ddp_counts(recipe: Path, batch: int, shared: Path, precision: str | None) -> list[dict[str, Any]]:
+    """Each DDP rank's step collectives for `recipe` (`ddp_worker` in a fresh process: one fit, one process group)."""
+    import json
+
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, str(Path(__file__).resolve()), "--ddp-worker", str(recipe), "--batch", str(batch),
+                   "--shared", str(shared), "--ddp-out", out] + (["--precision", precision] if precision else [])
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{recipe.stem}: the DDP run failed: {done.stderr.strip().splitlines()[-1:]}")
+        return [json.loads((Path(out) / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def ddp_table(rows: list[tuple[str, list[dict[str, Any]] | str]]) -> str:
+    """Markdown: per recipe and rank, the step's collectives before, during and after the backward."""
+    def cell(named: dict[str, int]) -> str:
+        return f"{sum(named.values())} ({', '.join(f'{k} {n}' for k, n in sorted(named.items())) or '-'})"
+
+    lines = ["| recipe | rank | " + " | ".join(WINDOWS) + " | by phase |", "| --- | --- | --- | --- | --- | --- |"]
+    for recipe, ranks in rows:
+        if isinstance(ranks, str):
+            lines.append(f"| {recipe} | - | error: {ranks} | | | |")
+            continue
+        for rank, summary in enumerate(ranks):
+            phases = "; ".join(f"{label}: {cell(named)}" for label, named in summary["phases"].items()) or "-"
+            lines.append(f"| {recipe} | {rank} | " + " | ".join(cell(summary["windows"].get(w, {})) for w in WINDOWS)
+                         + f" | {phases} |")
+    return "\n".join(lines)
 
 
 # --- the reference TRM code ----------------------------------------------------------------------------------------
@@ -194,8 +429,7 @@ class _FusedAdamATan2(torch.optim.Optimizer):
             with _disable_current_modes():
                 self._group_step(group)
             if self.counter is not None:
-                self.counter.counts.ops += 1
-                self.counter.counts.by_op[STAND_IN_OP] += 1
+                self.counter.add_op(STAND_IN_OP)
 
     def _group_step(self, group: dict[str, Any]) -> None:
         params = [p for p in group["params"] if p.grad is not None]
@@ -260,20 +494,31 @@ class ReferenceRun:
         """What the reference's `train_batch` does per optimiser step (no compile, one process): forward and backward
         of each micro-batch, both optimisers at their lr, the EMA update, and the metrics stacked and read back."""
         _FusedAdamATan2.counter = counter
+
+        def phase(label: str) -> contextlib.AbstractContextManager:
+            return counter.scope("phase", label) if counter is not None else contextlib.nullcontext()
+
         metrics: dict[str, torch.Tensor] = {}
         for part in batches:
             if self.carry is None:
-                self.carry = self.model.initial_carry(part)
+                with phase(CARRY):
+                    self.carry = self.model.initial_carry(part)
             self.carry, loss, metrics, _, _ = self.model(carry=self.carry, batch=part, return_keys=[])
-            ((1 / self.batch) * loss).backward()
+            with phase("backward"):
+                ((1 / self.batch) * loss).backward()
         for optimizer, lr in self.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            optimizer.step()
-            optimizer.zero_grad()
+            dense = isinstance(optimizer, _FusedAdamATan2)
+            with phase("optimiser: AdamATan2 (dense)" if dense else "optimiser: SignSGD (puzzle table)"):
+                optimizer.step()
+            with phase("zero_grad"):
+                optimizer.zero_grad()
         if self.ema is not None:
-            self.ema.update(self.model)
-        torch.stack([metrics[k] for k in sorted(metrics)]).cpu().numpy()
+            with phase("EMA"):
+                self.ema.update(self.model)
+        with phase("logging"):
+            torch.stack([metrics[k] for k in sorted(metrics)]).cpu().numpy()
 
 
 def reference_config(recipe: Path, batch: int, precision: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -305,8 +550,8 @@ def reference_setup(ref: types.SimpleNamespace, recipe: Path, batch: int, precis
     """The reference model + loss + optimisers + EMA for `recipe` at `batch`; also (vocab, seq_len)."""
     arch, optim, config = reference_config(recipe, batch, precision)
     torch.manual_seed(seed)
-    loss_type = "stablemax_cross_entropy" if config["model"]["strategy"].get("init_args", {}).get(
-        "loss_type") == "stablemax" else "softmax_cross_entropy"
+    strategy = RecursionStrategy.from_hparams(config["model"]["strategy"])  # its default loss_type included
+    loss_type = f"{strategy.loss_type}_cross_entropy"
     model = ref.loss(ref.model(arch), loss_type=loss_type)
     if loss_type == "softmax_cross_entropy":  # the reference's softmax loss lacks the valid_mask its ACT head passes
         softmax = model.loss_fn
@@ -328,6 +573,20 @@ def reference_setup(ref: types.SimpleNamespace, recipe: Path, batch: int, precis
     return ReferenceRun(model.train(), optimizers, ema, batch), arch["vocab_size"], arch["seq_len"]
 
 
+def reference_phase_hooks(counter: OpCounter, run: ReferenceRun) -> contextlib.ExitStack:
+    """Phase scopes over the reference step's model call, as `rr_phase_hooks` splits rr's: the loss head (the
+    halt losses and the metrics: "metrics"), its `loss_fn` and the halting BCE ("loss"), the ACT wrapper (carry
+    reset and halting) and the inner model's segment; forward ops by module class as for rr."""
+    stack = contextlib.ExitStack()
+    act = run.model.model
+    for obj, method, label in [(run.model, "forward", "metrics"), (run.model, "loss_fn", "loss"),
+                               (torch.nn.functional, "binary_cross_entropy_with_logits", "loss"),
+                               (act, "forward", CARRY), (act.inner, "forward", "forward: segment")]:
+        stack.enter_context(phase_of(counter, obj, method, label))
+    stack.enter_context(module_scopes(counter))
+    return stack
+
+
 def reference_batch(vocab: int, length: int, size: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {"inputs": torch.randint(1, vocab, (size, length), generator=g),
@@ -341,7 +600,7 @@ def reference_counts(ref: types.SimpleNamespace, recipe: Path, batch: int, preci
     run, vocab, length = reference_setup(ref, recipe, batch, precision)
     data = reference_batch(vocab, length, batch)
     run.step([data])
-    with OpCounter() as counter:
+    with OpCounter() as counter, reference_phase_hooks(counter, run):
         run.step([data], counter)
     train = counter.counts
     run.model.eval()
@@ -364,21 +623,133 @@ def sync_detail(counts: Counts) -> str:
 
 def table(rows: list[tuple[str, str, dict[str, Any]]]) -> str:
     """Markdown: one row per (recipe, code)."""
-    lines = ["| recipe | code | precision | train ops/step | train syncs/step (where) | uploads/step | "
-             "collectives/step | eval ops/segment | eval syncs/segment | eval uploads/segment |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| recipe | code | precision | train ops/step | train kernel ops/step | train syncs/step (where) | "
+             "uploads/step | collectives/step | eval ops/segment | eval kernel ops/segment | eval syncs/segment | "
+             "eval uploads/segment |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for recipe, code, result in rows:
         if "error" in result:
-            lines.append(f"| {recipe} | {code} | error: {result['error']} | | | | | | | |")
+            lines.append(f"| {recipe} | {code} | error: {result['error']} | | | | | | | | | |")
             continue
         train, segments = result["train"], result["segments"]
         evaluation = per_segment(result["evaluation"], segments)
         lines.append(
-            f"| {recipe} | {code} | {result['precision']} | {train.ops:,} | {train.syncs} "
+            f"| {recipe} | {code} | {result['precision']} | {train.ops:,} | {train.kernel_ops:,} | {train.syncs} "
             f"({sync_detail(train)}) | {train.scalar_uploads} | {train.collectives} "
             f"({', '.join(f'{k} {n}' for k, n in sorted(collectives(train).items())) or '-'}) | "
-            f"{evaluation['ops']:,.0f} | {evaluation['syncs']:.2f} | {evaluation['uploads']:.2f} |"
+            f"{evaluation['ops']:,.0f} | {evaluation['kernel_ops']:,.0f} | {evaluation['syncs']:.2f} | "
+            f"{evaluation['uploads']:.2f} |"
         )
+    return "\n".join(lines)
+
+
+def _phase_counts(result: dict[str, Any], kind: str = "phase") -> dict[str, Counts]:
+    """A result's step counts by scope label; for phases, the unscoped rest as `LOOP`."""
+    train: Counts = result["train"]
+    scoped = dict(train.scopes.get(kind, {}))
+    if kind == "phase":
+        rest = Counts(ops=train.ops - sum(c.ops for c in scoped.values()),
+                      syncs=train.syncs - sum(c.syncs for c in scoped.values()),
+                      scalar_uploads=train.scalar_uploads - sum(c.scalar_uploads for c in scoped.values()),
+                      collectives=train.collectives - sum(c.collectives for c in scoped.values()),
+                      by_op=train.by_op - sum((c.by_op for c in scoped.values()), Counter()),
+                      sync_ops=train.sync_ops - sum((c.sync_ops for c in scoped.values()), Counter()))
+        scoped[LOOP] = _merged(scoped.get(LOOP), rest)
+    return scoped
+
+
+def _merged(first: Counts | None, second: Counts) -> Counts:
+    if first is None:
+        return second
+    return Counts(first.ops + second.ops, first.syncs + second.syncs, first.scalar_uploads + second.scalar_uploads,
+                  first.collectives + second.collectives, first.by_op + second.by_op,
+                  first.sync_ops + second.sync_ops)
+
+
+def _ordered(labels: set[str]) -> list[str]:
+    known = [p for p in PHASES if p in labels and p != LOOP]
+    return known + sorted(labels - set(PHASES)) + ([LOOP] if LOOP in labels else [])
+
+
+def phase_table(recipe: str, results: dict[str, dict[str, Any]]) -> str:
+    """Markdown: a recipe's training step by phase, one column group per code (rr, reference)."""
+    codes = list(results)
+    phases = {code: _phase_counts(result) for code, result in results.items()}
+    head = " | ".join(f"{code} ops | {code} kernel ops | {code} syncs | {code} uploads | {code} collectives"
+                      for code in codes)
+    lines = [f"| {recipe}: phase | {head} |", "| --- |" + " --- |" * (5 * len(codes))]
+    labels = _ordered(set().union(*phases.values()))
+    for label in labels + ["total"]:
+        cells = []
+        for code in codes:
+            c = results[code]["train"] if label == "total" else phases[code].get(label)
+            cells.append(" | ".join(["-"] * 5) if c is None else
+                         f"{c.ops:,} | {c.kernel_ops:,} | {c.syncs} | {c.scalar_uploads} | {c.collectives}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def phase_differences(recipe: str, rr: dict[str, Any], reference: dict[str, Any], top: int = 12) -> str:
+    """Per phase, the ops rr runs more (or fewer) times than the reference, largest first (view/metadata ops
+    marked *)."""
+    ours, theirs = _phase_counts(rr), _phase_counts(reference)
+    lines = [f"{recipe}: rr - reference by phase (op: difference; * = view, metadata or allocation op: no kernel)"]
+    for label in _ordered(set(ours) | set(theirs)):
+        a = (ours.get(label) or Counts()).by_op
+        b = (theirs.get(label) or Counts()).by_op
+        diff = {name: a[name] - b[name] for name in set(a) | set(b) if a[name] != b[name]}
+        if not diff:
+            continue
+        ranked = sorted(diff.items(), key=lambda item: (-abs(item[1]), item[0]))[:top]
+        total = sum(a.values()) - sum(b.values())
+        lines.append(f"  {label} ({total:+,}): " + ", ".join(
+            f"{_short(name)}{'*' if op_base_name(name) in METADATA_OPS else ''} {n:+d}" for name, n in ranked))
+    return "\n".join(lines)
+
+
+def _short(name: str) -> str:
+    return name.removeprefix("aten.").removesuffix(".default")
+
+
+# the reference's module classes under the names of their rr counterparts, so that both share a row
+REFERENCE_MODULES = {"CastedLinear": "CastLinear", "CastedEmbedding": "Embedding",
+                     "TinyRecursiveReasoningModel_ACTV1Block": "Block",
+                     "TinyRecursiveReasoningModel_ACTV1ReasoningModule": "ReasoningModule",
+                     "TinyRecursiveReasoningModel_ACTV1_Inner": "ReasoningNetwork / _Inner",
+                     "TinyRecursiveReasoningModel_ACTV1": "ACT wrapper (reference)", "ACTLossHead": "ACTLossHead"}
+
+
+def _module_counts(result: dict[str, Any]) -> tuple[dict[str, Counts], Counter]:
+    """A result's forward counts and calls by module class, the reference's classes under their rr names."""
+    scoped: dict[str, Counts] = {}
+    calls: Counter = Counter()
+    for label, c in result["train"].scopes.get("module", {}).items():
+        name = REFERENCE_MODULES.get(label, label)
+        scoped[name] = _merged(scoped.get(name), c)
+    for label, n in result["train"].calls.get("module", Counter()).items():
+        calls[REFERENCE_MODULES.get(label, label)] += n
+    return scoped, calls
+
+
+def module_table(recipe: str, results: dict[str, dict[str, Any]]) -> str:
+    """Markdown: forward ops by innermost module class, per call (ops and kernel ops), one column group per code."""
+    codes = list(results)
+    scoped, calls = {}, {}
+    for code, result in results.items():
+        scoped[code], calls[code] = _module_counts(result)
+    head = " | ".join(f"{code} calls | {code} ops/call | {code} kernel ops/call | {code} top ops/call"
+                      for code in codes)
+    lines = [f"| {recipe}: module (own ops) | {head} |", "| --- |" + " --- |" * (4 * len(codes))]
+    for label in sorted(set().union(*scoped.values())):
+        cells = []
+        for code in codes:
+            c, n = scoped[code].get(label), calls[code][label]
+            if c is None or not n:
+                cells.append("- | - | - | -")
+                continue
+            top = ", ".join(f"{_short(name)} {k / n:g}" for name, k in c.by_op.most_common(6))
+            cells.append(f"{n} | {c.ops / n:g} | {c.kernel_ops / n:g} | {top}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -434,12 +805,36 @@ def main(argv: list[str] | None = None) -> None:
                         help="a TinyRecursiveModels checkout: also count (or time) its TRM on the TRM recipes")
     parser.add_argument("--reference-recipes", nargs="+", default=["demo_sudoku", "trm_sudoku"])
     parser.add_argument("--top", type=int, default=0, help="also print each training step's N most frequent ops")
+    parser.add_argument("--phases", action="store_true",
+                        help="also split each training step by phase (forward, loss, backward, optimisers, EMA, "
+                             "logging, callbacks, the Lightning loop) and its forward by module class, rr beside "
+                             "the reference, with the ops rr runs more per phase")
+    parser.add_argument("--ddp", action="store_true",
+                        help="count the collectives of a training step under 2-process gloo DDP on the CPU instead, "
+                             "split into before / during (DDP's gradient reduction) / after the backward")
     parser.add_argument("--throughput", action="store_true", help="time rr against --reference instead of counting")
     parser.add_argument("--micro-batch", type=int, default=None, help="--throughput: micro-batch (default: --batch)")
     parser.add_argument("--repeats", type=int, default=3, help="--throughput: interleaved timings per code")
     parser.add_argument("--steps", type=int, default=1, help="--throughput: optimiser steps per timing")
+    parser.add_argument("--ddp-worker", type=Path, default=None, help=argparse.SUPPRESS)  # one DDP rank's run
+    parser.add_argument("--ddp-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.ddp_worker is not None:
+        ddp_worker(args.ddp_worker, args.batch, args.shared, args.precision, args.ddp_out)
+        return
     print(f"{datetime.date.today()}; {machine()}; counts, not times", flush=True)
+    if args.ddp:
+        ddp_rows: list[tuple[str, list[dict[str, Any]] | str]] = []
+        for name in args.recipes or ["demo_sudoku", "trm_sudoku", "hrm_sudoku", "rsm_sudoku", "cgar_sudoku"]:
+            recipe = recipe_path(name)
+            try:
+                ddp_rows.append((recipe.stem, ddp_counts(recipe, args.batch, args.shared, args.precision)))
+            except RuntimeError as error:
+                ddp_rows.append((recipe.stem, str(error).splitlines()[0]))
+            print(ddp_table(ddp_rows[-1:]).splitlines()[-1], flush=True)
+        print()
+        print(ddp_table(ddp_rows))
+        return
 
     if args.throughput:
         if args.reference is None:
@@ -461,7 +856,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         recipe = recipe_path(name)
         try:
-            rows.append((recipe.stem, "rr", rr_counts(recipe, args.batch, args.shared, args.precision)))
+            rows.append((recipe.stem, "rr", rr_counts(recipe, args.batch, args.shared, args.precision,
+                                                      phases=args.phases)))
         except (FileNotFoundError, RuntimeError, ValueError) as error:
             rows.append((recipe.stem, "rr", {"error": str(error).splitlines()[0]}))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
@@ -478,6 +874,24 @@ def main(argv: list[str] | None = None) -> None:
         if "train" in result:
             top = result["train"].by_op.most_common(args.top)
             print(f"{recipe} {code}: " + ", ".join(f"{name} {n}" for name, n in top))
+    if args.phases:
+        print_phases(rows)
+
+
+def print_phases(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """The phase and module tables of every counted recipe, rr beside the reference where both ran."""
+    by_recipe: dict[str, dict[str, dict[str, Any]]] = {}
+    for recipe, code, result in rows:
+        if "train" in result:
+            by_recipe.setdefault(recipe, {})[code] = result
+    for recipe, results in by_recipe.items():
+        print()
+        print(phase_table(recipe, results))
+        if {"rr", "reference"} <= set(results):
+            print()
+            print(phase_differences(recipe, results["rr"], results["reference"]))
+        print()
+        print(module_table(recipe, results))
 
 
 if __name__ == "__main__":

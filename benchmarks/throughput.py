@@ -256,8 +256,7 @@ def train_segments(model: RecursiveReasoner, optimizer: torch.optim.Optimizer, r
                 out = strategy.run_segment(net, carry, progress, training=True)
                 loss = strategy.loss(net, carry, out, progress)
             total = loss.total / spec.batch
-            if not torch.isfinite(total):  # the same check (and sync) as RecursiveReasoner
-                raise FloatingPointError("non-finite loss")
+            model.guard.observe_loss(total, {}, progress.step)  # RecursiveReasoner's check, on the device
             total.backward()
             carries[i] = strategy.advance(carry, out, training=True)
             flops += segment_flops(net, strategy, progress, True, per_call, segment=out)["total"] * len(part["inputs"])
@@ -266,7 +265,9 @@ def train_segments(model: RecursiveReasoner, optimizer: torch.optim.Optimizer, r
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     synchronize(device)
-    return time.perf_counter() - start, carries, flops
+    seconds = time.perf_counter() - start
+    model.guard.raise_if_tripped()  # read once, after the timing, as a logging step would
+    return seconds, carries, flops
 
 
 def evaluate(model: RecursiveReasoner, batch: dict[str, torch.Tensor], spec: Spec, device: torch.device,

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
 from recursive_reasoning.core.files import atomic_write
+from recursive_reasoning.finite_guard import FiniteGuard
 from recursive_reasoning.host_memory import keep_freed_memory
 
 
@@ -111,6 +112,7 @@ class EMA(EMAWeightAveraging):
         self._live: frozenset[str] = frozenset()
         self._decay = decay
         self._n_averaged = 0
+        self._factors: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Builds the averaged model (when fitting) and drops its copies of the live parameters."""
@@ -163,12 +165,24 @@ class EMA(EMAWeightAveraging):
         with torch.no_grad():
             if self._n_averaged == 0:
                 torch._foreach_copy_(list(averaged), current)
+                self._gate_factors(averaged[0].device)  # made now, so that no update uploads them
             else:
+                keep = _guard_keep(pl_module)
                 for (averages, weights), _ in _group_tensors_by_device_and_dtype([list(averaged), current]).values():
-                    mixed = torch._foreach_add(torch._foreach_mul(averages, self._decay),
-                                               torch._foreach_mul(weights, 1 - self._decay))
+                    decay, rate = self._decay, 1 - self._decay
+                    if keep is not None:  # after a non-finite step: factors 1 and 0, the average stays exactly
+                        live, frozen = self._gate_factors(averages[0].device)
+                        decay, rate = torch.where(keep.to(live.device), live, frozen).unbind()
+                    mixed = torch._foreach_add(torch._foreach_mul(averages, decay), torch._foreach_mul(weights, rate))
                     torch._foreach_copy_(averages, mixed)
         self._n_averaged += 1
+
+    def _gate_factors(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The (decay, 1 - decay) factors of an update and those of a skipped one, (1, 0), on `device`, made once."""
+        if device not in self._factors:
+            self._factors[device] = (torch.tensor([self._decay, 1 - self._decay], device=device),
+                                     torch.tensor([1.0, 0.0], device=device))
+        return self._factors[device]
 
     def _write_count(self) -> None:
         """Writes the host-side count into the averaged model's `n_averaged` (what checkpoints store)."""
@@ -221,6 +235,12 @@ class EMA(EMAWeightAveraging):
         """Copies the averaged values into the module; the live parameters keep their current values."""
         for average, current in self._pairs(pl_module):
             current.data.copy_(average.data)
+
+
+def _guard_keep(pl_module: nn.Module) -> Tensor | None:
+    """The module's `FiniteGuard.keep` (False after a non-finite loss or gradient), or None without a guard."""
+    guard = getattr(pl_module, "guard", None)
+    return guard.keep if isinstance(guard, FiniteGuard) else None
 
 
 def live_parameter_names(pl_module: nn.Module) -> frozenset[str]:

@@ -75,12 +75,18 @@ class TrainingSums:
         self.sums += row
         self.steps += 1
 
-    def means(self, reduce: Callable[[Tensor], Tensor], world_size: int) -> dict[str, Tensor]:
+    def means(self, reduce: Callable[[Tensor], Tensor], world_size: int, flags: Tensor | None = None
+              ) -> tuple[dict[str, Tensor], Tensor | None]:
         """The logged values (host tensors) of the steps added since the last call, then start again; `reduce` sums
-        a tensor over the ranks (every rank must call this at the same step)."""
+        a tensor over the ranks (every rank must call this at the same step). `flags` [k] (e.g. `FiniteGuard.flag`)
+        are summed and read in the same reduction and copy, and returned (host) beside the values."""
         if self.sums is None or self.steps == 0:
-            return {}
-        sums = reduce(self.sums).cpu()
+            return {}, None if flags is None else reduce(flags).cpu()
+        if flags is None:
+            sums = reduce(self.sums).cpu()
+        else:
+            sums = reduce(torch.cat([self.sums, flags.to(self.sums)])).cpu()
+            sums, flags = sums[: -flags.numel()], sums[-flags.numel():]
         metrics = len(PuzzleMetrics.names)
         count = sums[metrics]
         logged = {"finished": count}
@@ -88,4 +94,4 @@ class TrainingSums:
             logged.update({name: sums[i] / count for i, name in enumerate(PuzzleMetrics.names)})
         logged.update({name: sums[metrics + 1 + i] / (self.steps * world_size) for i, name in enumerate(self.terms)})
         self.sums, self.steps = None, 0  # not zeroed in place: on a CPU, `sums` may be that very tensor
-        return logged
+        return logged, flags

@@ -8,10 +8,12 @@ Evaluation: every example starts fresh and runs all N_sup segments (or stops ear
 Training also logs `train/flops`, the cumulative analytic matmul FLOPs of every segment so far (all ranks;
 `recursive_reasoning.flops`), saved in checkpoints, so methods compare at equal compute.
 The other training metrics are summed on the device and logged at logging steps (`log_every_n_steps`, and the last
-step) as means over the interval, reduced over the ranks once (`recursive_reasoning.metrics.TrainingSums`); the one
-host read per step left is the non-finite loss check. The strategy's `depth` is logged as train/depth_H and
-train/depth_L (host tensors, like train/flops), and each of its `evaluation_variants()` (named
-strategy copies, e.g. RSM's eval_depths) adds {stage}/exact_accuracy@{name}.
+step) as means over the interval, reduced over the ranks once (`recursive_reasoning.metrics.TrainingSums`). The
+non-finite check stays on the device too (`recursive_reasoning.finite_guard`): from a non-finite loss or gradient on,
+the optimisers and the EMA skip their updates, and the flag is read with the logged sums, before every checkpoint and
+at the end of training. The strategy's `depth` is logged as train/depth_H and train/depth_L (host tensors, like
+train/flops), and each of its `evaluation_variants()` (named strategy copies, e.g. RSM's eval_depths) adds
+{stage}/exact_accuracy@{name}.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from recursive_reasoning.core.losses import IGNORE_LABEL_ID, sequence_loss
 from recursive_reasoning.core.network import NetworkConfig, ReasoningNetwork
 from recursive_reasoning.callbacks import late_checkpoints
 from recursive_reasoning.loading import load_trained
+from recursive_reasoning.finite_guard import FiniteGuard
 from recursive_reasoning.metrics import PuzzleMetrics, TrainingSums
 from recursive_reasoning.optim import AdamATan2, OptimConfig, OptimizerBundle, SignSGD, clip_gradients, reference_schedule
 from recursive_reasoning.resume import carry_slice, carry_state, gathered_objects, rng_states, set_rng_states
@@ -158,6 +161,7 @@ class RecursiveReasoner(L.LightningModule):
         self._carry_restored = False
         self.train_flops = 0  # cumulative training FLOPs over all ranks (a Python int: counting needs no sync)
         self._train_sums = TrainingSums()  # training metrics on the device until a logging step
+        self.guard = FiniteGuard()  # the non-finite check, read at logging steps, checkpoints and the end
         self._call_flops = call_flops(self.net)
         self.val_metrics = PuzzleMetrics()
         self.test_metrics = PuzzleMetrics()
@@ -208,6 +212,7 @@ class RecursiveReasoner(L.LightningModule):
         Under DDP this gathers from all ranks, so it must run on all of them, as `trainer.save_checkpoint` does. A
         weights-only checkpoint (no optimiser states: it cannot resume training) gets neither.
         """
+        self.raise_if_nonfinite()  # never a checkpoint of a run that saw a non-finite loss
         progress = self.progress()
         checkpoint["rr_progress"] = {"step": progress.step, "total": progress.total}
         checkpoint["rr_train_flops"] = self.train_flops
@@ -263,6 +268,10 @@ class RecursiveReasoner(L.LightningModule):
             if "base_lrs" in scheduler and len(scheduler["base_lrs"]) == len(base_lrs):
                 scheduler["base_lrs"] = list(base_lrs)
 
+    def on_train_end(self) -> None:
+        """Stop with the non-finite error if a failure came after the last logging step."""
+        self.raise_if_nonfinite()
+
     def on_train_start(self) -> None:
         """When fitting resumes from a checkpoint: take this rank's slots of the saved carry and its RNG states.
 
@@ -272,6 +281,7 @@ class RecursiveReasoner(L.LightningModule):
         """
         state, self._resume_state = self._resume_state, None
         self._train_sums = TrainingSums()  # nothing of an earlier fit is logged in this one
+        self.guard.reset()
         world_size, rank = self.trainer.world_size, self.trainer.global_rank
         if state is None:
             if rank > 0:
@@ -377,16 +387,24 @@ class RecursiveReasoner(L.LightningModule):
         terms = {name: value.detach() / size for name, value in loss.terms.items()}
         self._train_sums.add(finished, loss.token_accuracy, loss.exact, out.halt_logits.detach(), carry.steps,
                              {**terms, "loss": total.detach()})
-        if not torch.isfinite(total):  # stop before a non-finite update reaches the weights or a checkpoint
-            raise FloatingPointError(
-                f"the training loss is {total.item()} at step {self.trainer.global_step} "
-                f"({', '.join(f'{k}={v.item():.4g}' for k, v in loss.terms.items())}); the weights are unchanged and no "
-                "checkpoint was written. Lower optim.lr, check the data, or use precision 32-true to find the cause"
-            )
+        # on the device: the optimisers and the EMA skip every update from a non-finite loss on (read when logging)
+        self.guard.observe_loss(total, terms, progress.step)
+        if self._trainer is None:  # a bare call, outside the training loop: nothing else will read the flag
+            self.guard.raise_if_tripped()
+            return total, carry
         self._log_host_numbers(strategy.depth(progress, True))
-        if self._trainer is not None and self._logging_step():
+        if self._logging_step():
             self._log_training_sums()
         return total, carry
+
+    def raise_if_nonfinite(self) -> None:
+        """Stop training if any rank saw a non-finite loss or gradient (one host read; all ranks call it together)."""
+        flag = self.guard.flag()
+        if flag is None:
+            return
+        if self._trainer is not None and self.trainer.world_size > 1:
+            flag = self.trainer.strategy.reduce(flag, reduce_op="sum")
+        self.guard.raise_if_tripped(float(flag.cpu()))
 
     def _logging_step(self) -> bool:
         """Whether this training step writes the logs: Lightning's `log_every_n_steps` test, or the last step."""
@@ -399,7 +417,10 @@ class RecursiveReasoner(L.LightningModule):
         copy to the host; the logged values are host tensors, so neither the loggers nor the progress bar read the
         device again."""
         trainer = self.trainer
-        means = self._train_sums.means(lambda t: trainer.strategy.reduce(t, reduce_op="sum"), trainer.world_size)
+        means, tripped = self._train_sums.means(lambda t: trainer.strategy.reduce(t, reduce_op="sum"),
+                                                trainer.world_size, self.guard.flag())
+        if tripped is not None:
+            self.guard.raise_if_tripped(float(tripped))
         for name, value in means.items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=False, prog_bar=name == "loss")
 
@@ -660,7 +681,7 @@ class RecursiveReasoner(L.LightningModule):
         if table is not None:
             members.append(SignSGD([{"params": [table], "name": "puzzle_table"}], lr=c.puzzle_emb_lr,
                                    weight_decay=c.puzzle_emb_weight_decay))
-        optimizer = OptimizerBundle(members)
+        optimizer = OptimizerBundle(members, guard=self.guard)
         total = self.progress().total
         if c.lr_min_ratio != 1.0 and total is None:
             raise ValueError("optim.lr_min_ratio < 1 (cosine decay) needs a known total: set trainer.max_steps.")

@@ -11,7 +11,9 @@ several optimisers as one, and :func:`clip_gradients` clips every gradient excep
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
+
+from recursive_reasoning.finite_guard import FiniteGuard
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 
@@ -85,13 +89,18 @@ class AdamATan2(torch.optim.Optimizer):
         if weight_decay < 0.0:
             raise ValueError(f"AdamATan2: invalid weight_decay {weight_decay}; it must be >= 0.")
         super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+        self._host_steps: dict[int, tuple[weakref.ref, int]] = {}  # id(step tensor) -> (the tensor, its count)
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float | Tensor] | None = None) -> float | Tensor | None:
+    def step(self, closure: Callable[[], float | Tensor] | None = None, keep: Tensor | None = None
+             ) -> float | Tensor | None:
         """Performs one optimisation step: a few multi-tensor (``torch._foreach_*``) ops per device and dtype.
 
         Args:
             closure: Optional callable that re-evaluates the model and returns the loss.
+            keep: Optional 0-dim bool device tensor (`FiniteGuard.keep`); where False the step leaves the parameters
+                and moments exactly as they are, decided on the device (non-finite gradients included). The host
+                step counts advance either way.
 
         Returns:
             The loss returned by ``closure``, or None.
@@ -116,16 +125,27 @@ class AdamATan2(torch.optim.Optimizer):
             states = [self._state_of(p) for p in params]
             tensors = [params, [p.grad for p in params], *([s[k] for s in states] for k in _ADAM_STATE)]
             for (_, dtype), (lists, _) in self._group_tensors_by_device_and_dtype(tensors).items():
-                _foreach_update(*lists, dtype in _LOW_PRECISION, group["lr"], *group["betas"], group["weight_decay"])
+                counts = [self._advance(step) for step in lists[-1]]
+                _foreach_update(*lists, counts, dtype in _LOW_PRECISION, group["lr"], *group["betas"],
+                                group["weight_decay"], keep)
         return loss
 
+    def _advance(self, step: Tensor) -> int:
+        """The number of the update a step tensor is about to count, followed on the host: a tensor is read once
+        (when its state was loaded), so a step reads nothing."""
+        ref, count = self._host_steps.get(id(step), (None, 0))
+        count = (count if ref is not None and ref() is step else int(step)) + 1
+        self._host_steps[id(step)] = (weakref.ref(step), count)
+        return count
+
     def _state_of(self, p: Tensor) -> dict[str, Tensor]:
-        """``p``'s state, created at its first step: a float32 step count on the CPU (read without a device sync)
-        and the two moments, in float32 for low-precision parameters."""
+        """``p``'s state, created at its first step: a float32 step count on the CPU (followed on the host by
+        `_advance`) and the two moments, in float32 for low-precision parameters."""
         state = self.state[p]
         if len(state) == 0:
             compute_dtype = torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
             state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            self._host_steps[id(state["step"])] = (weakref.ref(state["step"]), 0)
             state["exp_avg"] = torch.zeros_like(p, dtype=compute_dtype, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, dtype=compute_dtype, memory_format=torch.preserve_format)
         return state
@@ -140,16 +160,21 @@ def _foreach_update(
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     steps: list[Tensor],
+    counts: list[int],
     low_precision: bool,
     lr: float | Tensor,
     beta1: float,
     beta2: float,
     weight_decay: float,
+    keep: Tensor | None = None,
 ) -> None:
     """The AdamATan2 update of parameters of one device and dtype, in place: each op of the per-parameter update
-    once over the whole list (low-precision parameters are updated in float32 copies and written back)."""
-    torch._foreach_add_(steps, 1)
-    counts = torch.stack(steps).tolist()  # CPU tensors: one host read for the whole list, no device sync
+    once over the whole list (low-precision parameters are updated in float32 copies and written back).
+
+    With `keep` (0-dim bool), a False leaves every tensor as it is: the gradients are replaced by zeros (one `where`
+    per tensor, so non-finite ones cannot leak), the decay factors become 1 and the step 0. Where `keep` is True the
+    factors are the same float32 numbers as without it, so the values are bit-identical."""
+    torch._foreach_add_(steps, 1)  # the CPU step tensors of the state dict; `counts` are their new values
     if low_precision:
         values = [torch.empty_like(p, dtype=torch.float32) for p in params]
         grads, fp32_grads = [torch.empty_like(g, dtype=torch.float32) for g in grads], grads
@@ -157,11 +182,17 @@ def _foreach_update(
         torch._foreach_copy_(grads, fp32_grads)
     else:
         values = params
+    decay, first_decay, second_decay = 1 - lr * weight_decay, beta1, beta2
+    if keep is not None:
+        zero, one, betas, ones = _gate_constants(keep.device, beta1, beta2)
+        grads = [torch.where(keep, g, zero) for g in grads]
+        decay = torch.where(keep, decay, one)
+        first_decay, second_decay = torch.where(keep, betas, ones).unbind()
 
-    torch._foreach_mul_(values, 1 - lr * weight_decay)
-    torch._foreach_mul_(exp_avgs, beta1)
+    torch._foreach_mul_(values, decay)
+    torch._foreach_mul_(exp_avgs, first_decay)
     torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_mul_(exp_avg_sqs, second_decay)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
 
     denoms = torch._foreach_div(exp_avg_sqs, [1 - beta2**t for t in counts])
@@ -170,9 +201,18 @@ def _foreach_update(
     corrections = [1 - beta1**t for t in counts]
     torch._foreach_mul_(updates, torch._foreach_div([lr] * len(corrections), corrections)
                         if isinstance(lr, Tensor) else [lr / c for c in corrections])
+    if keep is not None:
+        torch._foreach_mul_(updates, keep.float())  # finite: the moments were never given a non-finite gradient
     torch._foreach_sub_(values, updates)
     if low_precision:
         torch._foreach_copy_(params, values)
+
+
+@functools.cache
+def _gate_constants(device: torch.device, beta1: float, beta2: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The float32 constants of a guarded step on `device`, made once: 0, 1, the betas and a skipped step's [1, 1]."""
+    return (torch.zeros((), device=device), torch.ones((), device=device),
+            torch.tensor([beta1, beta2], device=device), torch.ones(2, device=device))
 
 
 def _foreach_atan2(ys: list[Tensor], xs: list[Tensor]) -> list[Tensor]:
@@ -244,11 +284,15 @@ class SignSGD(torch.optim.Optimizer):
 
     Built for the puzzle-embedding table: with a sparse gradient only the rows present in the batch are touched
     (decay included), and gradients of repeated ids are summed before the sign. Dense gradients update every row.
+    The sparse step has fixed shapes (the gradient's rows are sorted and summed by segment, never coalesced), so it
+    reads nothing from the device and a compiled or CUDA-graphed step can hold it.
 
     Under data parallelism (``torch.distributed`` initialised with more than one rank) the table is left out of DDP's
     all-reduce, so the step first sums the gradient over the ranks: a sparse gradient is all-gathered as (ids, rows)
-    and coalesced, never densified; a dense one is all-reduced. Every rank then applies the same update, so the
-    replicas stay equal. All ranks must call ``step`` together (a rank without a gradient contributes nothing).
+    of a fixed size (every rank's row count, exchanged on the host through a gloo group; rr's loaders give every rank
+    the same count, so nothing is padded) and never densified; a dense one is all-reduced. Every rank then applies the
+    same update, so the replicas stay equal. All ranks must call ``step`` together (a rank without a gradient
+    contributes nothing).
 
     Sign descent ignores the gradient's scale, so gradient clipping does not change this update. torch's clipping
     rejects sparse gradients, and under DDP this table's gradient is still rank-local when clipping runs; clip the
@@ -273,14 +317,21 @@ class SignSGD(torch.optim.Optimizer):
             raise ValueError(f"SignSGD: lr and weight_decay must be >= 0, got {lr} and {weight_decay}.")
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
         self.distributed = distributed
+        self._host_group: Any = None
 
     def _synchronised(self) -> bool:
         """Whether gradients must be summed over ranks: asked for, and a multi-rank process group is running."""
         return self.distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float | Tensor] | None = None) -> float | Tensor | None:
-        """Performs one optimisation step (on the gradients summed over ranks when distributed)."""
+    def step(self, closure: Callable[[], float | Tensor] | None = None, keep: Tensor | None = None
+             ) -> float | Tensor | None:
+        """Performs one optimisation step (on the gradients summed over ranks when distributed).
+
+        Args:
+            closure: Optional callable that re-evaluates the model and returns the loss.
+            keep: Optional 0-dim bool device tensor (`FiniteGuard.keep`): where False no row changes.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -289,21 +340,72 @@ class SignSGD(torch.optim.Optimizer):
         for group in self.param_groups:
             lr, decay = group["lr"], group["weight_decay"]
             for p in group["params"]:
-                grad = _summed_over_ranks(p) if synchronised else p.grad
-                if grad is not None:
-                    _sign_update(p, grad, lr, decay)
+                grad = self._summed_over_ranks(p) if synchronised else _local_gradient(p)
+                if isinstance(grad, tuple):
+                    _sign_update_rows(p, *grad, lr, decay, keep)
+                elif grad is not None:
+                    stepped = p * (1 - lr * decay) - lr * grad.sign()
+                    p.copy_(stepped if keep is None else torch.where(keep, stepped, p))
         return loss
 
+    def _summed_over_ranks(self, p: Tensor) -> Tensor | tuple[Tensor, Tensor] | None:
+        """``p``'s gradient summed over all ranks: (ids [n], rows [n, ...]) of every rank for a sparse one (repeated
+        ids summed by the update), a tensor for a dense one, None when no rank has one."""
+        grad = _local_gradient(p)
+        kind = _NO_GRAD if grad is None else _SPARSE if isinstance(grad, tuple) else _DENSE
+        headers = self._host_gather(torch.tensor([kind, grad[0].shape[0] if kind == _SPARSE else 0]))
+        kinds, counts = headers[:, 0].tolist(), headers[:, 1].tolist()  # host tensors: no device read
+        if set(kinds) == {_NO_GRAD}:
+            return None
+        if _DENSE in kinds and _SPARSE in kinds:
+            raise RuntimeError(
+                "SignSGD: the ranks disagree on a parameter's gradient layout (sparse on some, dense on others); "
+                "every rank must run the same model."
+            )
+        if _DENSE in kinds:
+            total = grad.clone() if grad is not None else torch.zeros_like(p)
+            dist.all_reduce(total)
+            return total
+        return _gathered_rows(p, grad, counts)
 
-def _sign_update(p: Tensor, grad: Tensor, lr: float, decay: float) -> None:
-    """Applies the decayed sign step to ``p`` in place: to the rows of a sparse gradient, or to all of ``p``."""
-    if not grad.is_sparse:
-        p.mul_(1 - lr * decay).sub_(grad.sign(), alpha=lr)
-        return
-    grad = grad.coalesce()  # sums the gradients of repeated ids
+    def _host_gather(self, header: Tensor) -> Tensor:
+        """Every rank's CPU ``header`` [k] stacked [world, k], through a gloo group (the default one when it is gloo;
+        otherwise one made at the first call, which every rank reaches together): no device sync."""
+        if self._host_group is None:
+            self._host_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+        headers = [torch.empty_like(header) for _ in range(dist.get_world_size())]
+        dist.all_gather(headers, header, group=self._host_group)
+        return torch.stack(headers)
+
+
+def _local_gradient(p: Tensor) -> Tensor | tuple[Tensor, Tensor] | None:
+    """``p``'s gradient on this rank: (ids [n], rows [n, ...]) of a row-sparse one, uncoalesced (ids may repeat);
+    the tensor of a dense one; or None."""
+    grad = p.grad
+    if grad is None or not grad.is_sparse:
+        return grad
     _require_row_sparse(grad)
-    rows = grad.indices()[0]
-    p[rows] = p[rows] * (1 - lr * decay) - lr * grad.values().sign().to(p.dtype)
+    if grad.is_coalesced():
+        return grad.indices()[0], grad.values()
+    return grad._indices()[0], grad._values()
+
+
+def _sign_update_rows(p: Tensor, ids: Tensor, rows: Tensor, lr: float, decay: float, keep: Tensor | None) -> None:
+    """The decayed sign step of the rows ``ids`` of ``p``, in place, with the rows of repeated ids summed first.
+
+    Fixed shapes only: the ids are sorted, equal neighbours form a segment whose rows are summed (``index_add_``), and
+    every position writes its row's new value, so repeated ids write the same value."""
+    if ids.numel() == 0:
+        return
+    order = torch.argsort(ids, stable=True)
+    ids, rows = ids[order], rows[order].to(p.dtype)
+    starts = torch.ones_like(ids, dtype=torch.bool)
+    starts[1:] = ids[1:] != ids[:-1]
+    segment = starts.cumsum(0) - 1
+    sums = torch.zeros_like(rows).index_add_(0, segment, rows)
+    current = p[ids]
+    stepped = current * (1 - lr * decay) - lr * sums[segment].sign()
+    p[ids] = stepped if keep is None else torch.where(keep, stepped, current)
 
 
 def _require_row_sparse(grad: Tensor) -> None:
@@ -318,56 +420,25 @@ def _require_row_sparse(grad: Tensor) -> None:
 _NO_GRAD, _SPARSE, _DENSE = 0, 1, 2
 
 
-def _summed_over_ranks(p: Tensor) -> Tensor | None:
-    """``p``'s gradient summed over all ranks (sparse stays sparse), or None when no rank has one."""
-    grad = p.grad
-    if grad is not None and grad.is_sparse:
-        grad = grad.coalesce()
-        _require_row_sparse(grad)
-    kind = _NO_GRAD if grad is None else _SPARSE if grad.is_sparse else _DENSE
-    count = grad._nnz() if kind == _SPARSE else 0
-    header = torch.tensor([kind, count], dtype=torch.int64, device=p.device)
-    headers = [torch.empty_like(header) for _ in range(dist.get_world_size())]
-    dist.all_gather(headers, header)
-    kinds, counts = zip(*torch.stack(headers).tolist())
-    if set(kinds) == {_NO_GRAD}:
-        return None
-    if _DENSE in kinds and _SPARSE in kinds:
-        raise RuntimeError(
-            "SignSGD: the ranks disagree on a parameter's gradient layout (sparse on some, dense on others); "
-            "every rank must run the same model."
-        )
-    if _DENSE in kinds:
-        total = grad.clone() if grad is not None else torch.zeros_like(p)
-        dist.all_reduce(total)
-        return total
-    return _gathered_sparse(p, grad, list(counts))
-
-
-def _gathered_sparse(p: Tensor, grad: Tensor | None, counts: list[int]) -> Tensor:
-    """Every rank's coalesced row-sparse gradient (``counts[r]`` rows on rank r) concatenated and coalesced."""
+def _gathered_rows(p: Tensor, grad: tuple[Tensor, Tensor] | None, counts: list[int]) -> tuple[Tensor, Tensor]:
+    """Every rank's (ids, rows) (``counts[r]`` of them on rank r) concatenated: one fixed-size all-gather of each.
+    Ranks with fewer rows pad with copies of a real row's id and zero rows, which change no sum."""
     longest = max(counts)
-    if longest == 0:
-        return torch.sparse_coo_tensor(torch.zeros((1, 0), dtype=torch.int64, device=p.device),
-                                       p.new_zeros((0, *p.shape[1:])), p.shape, check_invariants=False)
-    ids = grad.indices()[0] if grad is not None else p.new_zeros(0, dtype=torch.int64)
-    rows = grad.values().to(p.dtype) if grad is not None else p.new_zeros((0, *p.shape[1:]))
-    all_ids = [ids.new_empty(longest) for _ in counts]
-    all_rows = [rows.new_empty((longest, *p.shape[1:])) for _ in counts]
-    dist.all_gather(all_ids, _padded(ids, longest))
-    dist.all_gather(all_rows, _padded(rows, longest))
-    ids = torch.cat([r[:n] for r, n in zip(all_ids, counts)])
-    rows = torch.cat([r[:n] for r, n in zip(all_rows, counts)])
-    return torch.sparse_coo_tensor(ids.unsqueeze(0), rows, p.shape, check_invariants=False).coalesce()
-
-
-def _padded(t: Tensor, length: int) -> Tensor:
-    """``t`` with zeros appended along its first dimension up to ``length`` (all_gather needs equal sizes)."""
-    if t.shape[0] == length:
-        return t.contiguous()
-    out = t.new_zeros((length, *t.shape[1:]))
-    out[: t.shape[0]] = t
-    return out
+    ids, rows = grad if grad is not None else (p.new_zeros(0, dtype=torch.int64), p.new_zeros((0, *p.shape[1:])))
+    ids, rows = ids.contiguous(), rows.to(p.dtype).contiguous()
+    if ids.shape[0] < longest:
+        ids = torch.cat([ids, ids.new_zeros(longest - ids.shape[0])])
+        rows = torch.cat([rows, rows.new_zeros((longest - rows.shape[0], *rows.shape[1:]))])
+    world = len(counts)
+    all_ids = ids.new_empty(world * longest)
+    all_rows = rows.new_empty((world * longest, *rows.shape[1:]))
+    dist.all_gather_into_tensor(all_ids, ids)
+    dist.all_gather_into_tensor(all_rows, rows)
+    if min(counts) < longest:  # point the padding at a real row: its zero rows then leave every sum as it is
+        real = next(r for r, n in enumerate(counts) if n) * longest
+        padding = (torch.arange(longest) >= torch.tensor(counts).unsqueeze(1)).reshape(-1).to(all_ids.device)
+        all_ids = torch.where(padding, all_ids[real], all_ids)
+    return all_ids, all_rows
 
 
 class OptimizerBundle(torch.optim.Optimizer):
@@ -377,12 +448,22 @@ class OptimizerBundle(torch.optim.Optimizer):
     dict keeps each member's own state dict. A group's "name" (LearningRateMonitor's tag, e.g.
     `lr-OptimizerBundle/dense`) is this run's: loading a state dict keeps it, even from a checkpoint without names.
 
+    With a `guard` (`FiniteGuard`), a step first folds the dense gradients into its flag and then gives the members
+    its `keep`, so after a non-finite loss or gradient no member changes anything, decided on the device.
+
     Args:
         optimizers: The member optimisers, each over its own parameters.
+        guard: The run's non-finite guard; its members must then take `keep` (AdamATan2, SignSGD).
     """
 
-    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+    def __init__(self, optimizers: list[torch.optim.Optimizer], guard: FiniteGuard | None = None) -> None:
+        if guard is not None:
+            foreign = [type(opt).__name__ for opt in optimizers if not isinstance(opt, (AdamATan2, SignSGD))]
+            if foreign:
+                raise TypeError(f"OptimizerBundle: with a FiniteGuard every member must skip on the device (AdamATan2, "
+                                f"SignSGD); {', '.join(foreign)} cannot. Pass guard=None to step it unguarded.")
         self.optimizers = optimizers
+        self.guard = guard
         self.param_groups = [group for opt in optimizers for group in opt.param_groups]
         self.defaults = {}
         self._optimizer_step_pre_hooks = {}
@@ -398,13 +479,19 @@ class OptimizerBundle(torch.optim.Optimizer):
         return {p: s for opt in self.optimizers for p, s in opt.state.items()}
 
     def step(self, closure: Callable[[], float | Tensor] | None = None) -> float | Tensor | None:
-        """Evaluates the closure once, then steps every member."""
+        """Evaluates the closure once, then steps every member (guarded: skipped on the device after a failure)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.guard is None:
+            for opt in self.optimizers:
+                opt.step()
+            return loss
+        self.guard.observe_gradients([p.grad for group in self.param_groups for p in group["params"]
+                                      if p.grad is not None and not p.grad.is_sparse])
         for opt in self.optimizers:
-            opt.step()
+            opt.step(keep=self.guard.keep)
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:

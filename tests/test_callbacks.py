@@ -16,9 +16,9 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from torch import Tensor, nn
 
 from datamodules import GeneratedSudoku
-from test_optim_foreach import OpCounter
 from recursive_reasoning.callbacks import EMA, LateCheckpoints, late_checkpoints, live_parameter_names
 from recursive_reasoning.checkpoint_io import AtomicCheckpointIO
+from recursive_reasoning.dispatch_counts import OpCounter
 from recursive_reasoning.module import OptimConfig, RecursiveReasoner
 from recursive_reasoning.core.network import NetworkConfig
 from strategies import TRM
@@ -195,16 +195,17 @@ class CountedEMA(EMA):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         with OpCounter() as counter:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        self.ops.append(dict(counter.ops))
+        self.ops.append(dict(counter.counts.by_name()))
 
 
 def test_an_ema_update_is_four_multi_tensor_ops_without_a_device_read(tmp_path: Path) -> None:
     """`AveragedModel.update_parameters` ran ~100 ops (a detach and an op per tensor) and read its device counter
-    twice; the update is now 4 foreach ops and the count lives on the host."""
+    twice; the update is now 4 foreach ops and the count lives on the host, plus one `where` that picks the factors
+    by the non-finite guard's flag."""
     torch.manual_seed(0)
     ema = CountedEMA(decay=0.5)
     tiny_trainer(tmp_path, 3, [ema]).fit(tiny_model(), tiny_data(tmp_path))
-    update = {"_foreach_mul": 2, "_foreach_add": 1, "_foreach_copy_": 1}
+    update = {"where": 1, "unbind": 1, "_foreach_mul": 2, "_foreach_add": 1, "_foreach_copy_": 1}
     assert ema.ops == [update] * 3
     assert ema.n_averaged == 4
 

@@ -1,0 +1,109 @@
+"""`FiniteGuard`: the non-finite check of training, kept on the device.
+
+A non-finite loss or gradient must never reach the weights or a checkpoint, but reading a flag on the host every step
+would stall a GPU. The guard folds each step's check into a 0-dim device flag, `keep` (every loss and gradient so far
+was finite), and the optimisers and the EMA skip their updates on the device while it is False, so from the first
+non-finite step on nothing changes. The host reads the flag only at logging steps, before a checkpoint is written and
+when training ends (`raise_if_tripped`), and stops the run there with the step and loss terms of the first failure.
+
+Gradients are checked after DDP's all-reduce, so every rank reaches the same decision when a gradient is non-finite;
+a rank-local non-finite loss with finite gradients skips that rank only until the next read, which every rank makes
+together (the flags are summed over the ranks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
+
+__all__ = ["FiniteGuard"]
+
+
+class FiniteGuard:
+    """A sticky device-side record of the first non-finite training loss or gradient (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.keep: Tensor | None = None  # 0-dim bool: every loss and gradient observed so far was finite
+        self._first_step: Tensor | None = None  # 0-dim int64: the step of the first failure, -1 while none
+        self._first_values: Tensor | None = None  # [1 + terms]: the loss and its terms at that step
+        self._terms: tuple[str, ...] = ()
+        self._bad_gradients: Tensor | None = None  # 0-dim bool: the first failure was a gradient (loss finite)
+        self._step = 0  # the step of the latest loss observed, which its gradients share
+
+    def reset(self) -> None:
+        """Forget every observation (a new fit)."""
+        self.__init__()
+
+    def observe_loss(self, total: Tensor, terms: dict[str, Tensor], step: int) -> None:
+        """Fold a training loss (0-dim) into the flag; on its first failure remember `step`, the loss and `terms`."""
+        values = torch.stack([total.detach(), *(v.detach() for v in terms.values())]).float()
+        finite = torch.isfinite(values[0])
+        if self.keep is None:
+            self._terms = tuple(terms)
+            self.keep = torch.ones((), dtype=torch.bool, device=total.device)
+            self._first_step = torch.full((), -1, dtype=torch.int64, device=total.device)
+            self._first_values = torch.zeros_like(values)
+            self._bad_gradients = torch.zeros((), dtype=torch.bool, device=total.device)
+        first = self.keep > finite  # still clean, and not finite now
+        self._step = step
+        self._first_step = torch.where(first, step, self._first_step)
+        if tuple(terms) == self._terms:
+            self._first_values = torch.where(first, values, self._first_values)
+        self.keep = self.keep & finite
+
+    def observe_gradients(self, grads: Sequence[Tensor]) -> None:
+        """Fold dense gradients into the flag: one fused non-finite check per device and dtype, no host read."""
+        if self.keep is None or not grads:
+            return
+        found = torch.zeros((), dtype=torch.float32, device=self.keep.device)
+        one = torch.ones((), dtype=torch.float32, device=self.keep.device)
+        for (device, _), ((group,), _) in _group_tensors_by_device_and_dtype([list(grads)]).items():
+            found_here = found if device == found.device else torch.zeros((), device=device)
+            torch._amp_foreach_non_finite_check_and_unscale_(group, found_here, one.to(device))
+            if found_here is not found:
+                found = found + found_here.to(found.device)
+        finite = found == 0
+        first = self.keep > finite
+        self._bad_gradients = self._bad_gradients | first
+        self._first_step = torch.where(first, self._step, self._first_step)
+        self.keep = self.keep & finite
+
+    def flag(self) -> Tensor | None:
+        """[1] float32 on the device: 1 where this rank has seen a failure (summed over ranks by the reader)."""
+        return None if self.keep is None else (~self.keep).float().unsqueeze(0)
+
+    def raise_if_tripped(self, ranks_tripped: float | None = None) -> None:
+        """Read the flag on the host (one copy) and stop training with the first failure's step and values.
+
+        Args:
+            ranks_tripped: The number of ranks whose flag is set, already summed and read (e.g. with the logged
+                metrics); None reads this rank's flag.
+
+        Raises:
+            FloatingPointError: A loss or gradient was non-finite; no update was applied from that step on.
+        """
+        if self.keep is None:
+            return
+        if ranks_tripped is None:
+            ranks_tripped = float((~self.keep).float().cpu())
+        if not ranks_tripped:
+            return
+        local = torch.cat([self._first_step.float().unsqueeze(0), self._bad_gradients.float().unsqueeze(0),
+                           self._first_values]).cpu().tolist()
+        step, gradients, values = int(local[0]), bool(local[1]), local[2:]
+        if step < 0:
+            what = "another rank's training loss or gradient became non-finite"
+        elif gradients:
+            what = f"a gradient became non-finite at step {step} (the loss was finite)"
+        else:
+            detail = ", ".join(f"{name}={value:.4g}" for name, value in zip(self._terms, values[1:]))
+            what = f"the training loss is {values[0]} at step {step} ({detail})"
+        raise FloatingPointError(
+            f"{what}; from that step on no update was applied (the weights, the optimiser state and the EMA are those "
+            "before it) and no checkpoint was written. Lower optim.lr, check the data, or use precision 32-true to "
+            "find the cause"
+        )
+
