@@ -256,7 +256,7 @@ def train_segments(model: RecursiveReasoner, optimizer: torch.optim.Optimizer, r
                 out = strategy.run_segment(net, carry, progress, training=True)
                 loss = strategy.loss(net, carry, out, progress)
             total = loss.total / spec.batch
-            model.guard.observe_loss(total, {}, progress.step)  # RecursiveReasoner's check, on the device
+            model.guard.observe_loss(total.detach().unsqueeze(0), ("loss",), progress.step)  # on the device
             total.backward()
             carries[i] = strategy.advance(carry, out, training=True)
             flops += segment_flops(net, strategy, progress, True, per_call, segment=out)["total"] * len(part["inputs"])

@@ -29,6 +29,7 @@ class FiniteGuard:
         self.keep: Tensor | None = None  # 0-dim bool: every loss and gradient observed so far was finite
         self._first_step: Tensor | None = None  # 0-dim int64: the step of the first failure, -1 while none
         self._first_values: Tensor | None = None  # [1 + terms]: the loss and its terms at that step
+        self._one: Tensor | None = None  # the unit scale of the fused gradient check, made once
         self._terms: tuple[str, ...] = ()
         self._bad_gradients: Tensor | None = None  # 0-dim bool: the first failure was a gradient (loss finite)
         self._step = 0  # the step of the latest loss observed, which its gradients share
@@ -37,20 +38,22 @@ class FiniteGuard:
         """Forget every observation (a new fit)."""
         self.__init__()
 
-    def observe_loss(self, total: Tensor, terms: dict[str, Tensor], step: int) -> None:
-        """Fold a training loss (0-dim) into the flag; on its first failure remember `step`, the loss and `terms`."""
-        values = torch.stack([total.detach(), *(v.detach() for v in terms.values())]).float()
+    def observe_loss(self, values: Tensor, names: Sequence[str], step: int) -> None:
+        """Fold a training loss into the flag: `values` [1 + k] float32 are the loss and its k terms (`names` names
+        all of them); on the first failure remember `step` and the values."""
+        values = values.detach()
         finite = torch.isfinite(values[0])
         if self.keep is None:
-            self._terms = tuple(terms)
-            self.keep = torch.ones((), dtype=torch.bool, device=total.device)
-            self._first_step = torch.full((), -1, dtype=torch.int64, device=total.device)
+            self._terms = tuple(names)
+            self.keep = torch.ones((), dtype=torch.bool, device=values.device)
+            self._first_step = torch.full((), -1, dtype=torch.int64, device=values.device)
             self._first_values = torch.zeros_like(values)
-            self._bad_gradients = torch.zeros((), dtype=torch.bool, device=total.device)
+            self._bad_gradients = torch.zeros((), dtype=torch.bool, device=values.device)
+            self._one = torch.ones((), dtype=torch.float32, device=values.device)
         first = self.keep > finite  # still clean, and not finite now
         self._step = step
         self._first_step = torch.where(first, step, self._first_step)
-        if tuple(terms) == self._terms:
+        if tuple(names) == self._terms:
             self._first_values = torch.where(first, values, self._first_values)
         self.keep = self.keep & finite
 
@@ -59,10 +62,9 @@ class FiniteGuard:
         if self.keep is None or not grads:
             return
         found = torch.zeros((), dtype=torch.float32, device=self.keep.device)
-        one = torch.ones((), dtype=torch.float32, device=self.keep.device)
         for (device, _), ((group,), _) in _group_tensors_by_device_and_dtype([list(grads)]).items():
             found_here = found if device == found.device else torch.zeros((), device=device)
-            torch._amp_foreach_non_finite_check_and_unscale_(group, found_here, one.to(device))
+            torch._amp_foreach_non_finite_check_and_unscale_(group, found_here, self._one.to(device))
             if found_here is not found:
                 found = found + found_here.to(found.device)
         finite = found == 0
@@ -99,7 +101,7 @@ class FiniteGuard:
         elif gradients:
             what = f"a gradient became non-finite at step {step} (the loss was finite)"
         else:
-            detail = ", ".join(f"{name}={value:.4g}" for name, value in zip(self._terms, values[1:]))
+            detail = ", ".join(f"{name}={value:.4g}" for name, value in zip(self._terms[1:], values[1:]))
             what = f"the training loss is {values[0]} at step {step} ({detail})"
         raise FloatingPointError(
             f"{what}; from that step on no update was applied (the weights, the optimiser state and the EMA are those "

@@ -65,14 +65,16 @@ class TrainingSums:
         self.steps = 0
 
     def add(self, finished: Tensor, token_accuracy: Tensor, exact: Tensor, halt_logits: Tensor, steps: Tensor,
-            terms: dict[str, Tensor]) -> None:
-        """Add one step: finished [B] bool selects the rows counted, the other tensors are [B]; terms are 0-dim."""
+            terms: Tensor, names: tuple[str, ...]) -> None:
+        """Add one step: finished [B] bool selects the rows counted, the other tensors are [B]; terms [k] float32
+        are the loss terms named by `names`."""
         weights = finished.to(torch.float32)
         values = torch.stack(list(PuzzleMetrics.values(token_accuracy, exact, halt_logits, steps).values()))
-        row = torch.cat([values @ weights, weights.sum().unsqueeze(0), torch.stack(list(terms.values())).float()])
-        if self.sums is None or tuple(terms) != self.terms:
-            self.sums, self.terms = torch.zeros_like(row), tuple(terms)
-        self.sums += row
+        row = torch.cat([values @ weights, weights.sum().unsqueeze(0), terms])
+        if self.sums is None or names != self.terms:
+            self.sums, self.terms = row, names  # a new tensor (cat): summed into in place from the next step
+        else:
+            self.sums += row
         self.steps += 1
 
     def means(self, reduce: Callable[[Tensor], Tensor], world_size: int, flags: Tensor | None = None

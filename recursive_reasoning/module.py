@@ -384,16 +384,17 @@ class RecursiveReasoner(L.LightningModule):
         if slot_mask is not None:
             finished = finished & slot_mask
         total = loss.total / size
-        terms = {name: value.detach() / size for name, value in loss.terms.items()}
+        names = ("loss", *loss.terms)  # the loss and its terms, per example: one stack, one division
+        values = torch.stack([loss.total.detach(), *(v.detach() for v in loss.terms.values())]).float() / size
         self._train_sums.add(finished, loss.token_accuracy, loss.exact, out.halt_logits.detach(), carry.steps,
-                             {**terms, "loss": total.detach()})
+                             values, names)
         # on the device: the optimisers and the EMA skip every update from a non-finite loss on (read when logging)
-        self.guard.observe_loss(total, terms, progress.step)
+        self.guard.observe_loss(values, names, progress.step)
         if self._trainer is None:  # a bare call, outside the training loop: nothing else will read the flag
             self.guard.raise_if_tripped()
             return total, carry
-        self._log_host_numbers(strategy.depth(progress, True))
         if self._logging_step():
+            self._log_host_numbers(strategy.depth(progress, True))
             self._log_training_sums()
         return total, carry
 

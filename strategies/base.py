@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recursive_reasoning.core.losses import sequence_loss
-from recursive_reasoning.core.network import ReasoningNetwork
+from recursive_reasoning.core.network import PUZZLE_ROWS, ReasoningNetwork
 
 Batch = dict[str, Tensor]
 
@@ -198,7 +199,7 @@ class RecursionStrategy(ABC):
         return Carry(
             y=torch.where(states, y0, carry.y),
             z=torch.where(states, z0, carry.z),
-            steps=torch.where(reset, torch.zeros_like(carry.steps), carry.steps),
+            steps=carry.steps.masked_fill(reset, 0),
             halted=carry.halted,
             batch={k: torch.where(reset.view(-1, *[1] * (v.dim() - 1)), batch[k], v) for k, v in carry.batch.items()},
         )
@@ -240,12 +241,23 @@ class RecursionStrategy(ABC):
 
     def run_segment(self, net: ReasoningNetwork, carry: Carry, progress: Progress, training: bool) -> SegmentOutput:
         """Run `segment`: one compiled graph with model.network.compile 'segment' (`ReasoningNetwork.segment`)."""
-        return net.segment(self.segment)(net, carry, progress, training)
+        return net.segment(self.segment)(net, self.compilable(net, carry), progress, training)
+
+    @staticmethod
+    def compilable(net: ReasoningNetwork, carry: Carry) -> Carry:
+        """The carry a compiled segment is given: its batch with the sparse lookups done (`net.eager_lookups`)."""
+        batch = net.eager_lookups(carry.batch)
+        return carry if batch is carry.batch else replace(carry, batch=batch)
+
+    @staticmethod
+    def embed(net: ReasoningNetwork, batch: Batch) -> Tensor:
+        """x [B, S, D] of a batch, with the puzzle rows `compilable` looked up where present."""
+        return net.embed(batch["inputs"], batch["puzzle_ids"], batch.get(PUZZLE_ROWS))
 
     def segment(self, net: ReasoningNetwork, carry: Carry, progress: Progress, training: bool) -> SegmentOutput:
         """Embed the slots' examples, recurse once, and read the heads: tensor work only (no host syncs), so it
         compiles with no graph break."""
-        x = net.embed(carry.batch["inputs"], carry.batch["puzzle_ids"])
+        x = self.embed(net, carry.batch)
         y, z = self.recurse(net, carry.y, carry.z, x, progress, training)
         return self.read_heads(net, y, z)
 
@@ -284,8 +296,10 @@ class RecursionStrategy(ABC):
         if weights is not None:
             terms = {k: v * weights.to(v.dtype) for k, v in terms.items()}
         summed = {k: v.sum() for k, v in terms.items()}
-        halt_terms = sum((v for k, v in summed.items() if k != "lm_loss"), torch.zeros((), device=per_seq.device))
-        total = summed["lm_loss"] + self.halt_loss_weight * halt_terms
+        halt_terms = [v for k, v in summed.items() if k != "lm_loss"]
+        total = summed["lm_loss"]
+        if halt_terms:
+            total = total + self.halt_loss_weight * functools.reduce(operator.add, halt_terms)
         return LossOutput(total=total, terms=summed, exact=exact, token_accuracy=token_acc)
 
     def halt_loss_terms(
@@ -352,7 +366,7 @@ class RecursionStrategy(ABC):
             if self.halt_exploration > 0:
                 explore = torch.rand(steps.shape, device=steps.device) < self.halt_exploration
                 floor = torch.randint_like(steps, 2, self.supervision_steps + 1)
-                halted = halted & (steps >= torch.where(explore, floor, torch.zeros_like(floor)))
+                halted = halted & (steps >= floor * explore)  # the floor where exploring, else 0
         return replace(carry, y=out.y.detach(), z=out.z.detach(), steps=steps, halted=halted)
 
 

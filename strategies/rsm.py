@@ -181,12 +181,12 @@ class RSM(RecursionStrategy):
         """The base segment, reporting in `calls` the gradient window this segment drew (drawn on the host, so the
         segment compiles as one graph: `ReasoningNetwork.segment`)."""
         penultimate_grad = training and self._draw()
-        return net.segment(self._drawn_segment)(net, carry, progress, training, penultimate_grad)
+        return net.segment(self._drawn_segment)(net, self.compilable(net, carry), progress, training, penultimate_grad)
 
     def _drawn_segment(
         self, net: ReasoningNetwork, carry: Carry, progress: Progress, training: bool, penultimate_grad: bool
     ) -> SegmentOutput:
-        x = net.embed(carry.batch["inputs"], carry.batch["puzzle_ids"])
+        x = self.embed(net, carry.batch)
         y, z = self._unroll(net, carry.y, carry.z, x, progress, training, penultimate_grad)
         return replace(self.read_heads(net, y, z), calls=self._window(progress, training, penultimate_grad))
 

@@ -116,3 +116,27 @@ def test_compile_modes_are_checked_and_true_means_modules() -> None:
     assert plain.compile_mode is None and plain.segment(len) is len  # uncompiled: the function itself
     with pytest.raises(ValueError, match="model.network.compile"):
         ReasoningNetwork(tiny(compile="everything"), VOCAB, SEQ)
+
+
+def test_inductor_compiles_a_segment_whose_puzzle_table_has_a_sparse_gradient() -> None:
+    """inductor cannot hold the puzzle table's sparse gradient (`Cannot access storage of SparseTensorImpl`): the rows
+    are looked up outside the graph (`eager_lookups`), so the compiled backward returns their dense gradient and the
+    table still gets its sparse one, equal to eager's."""
+    try:
+        network_module.check_compile_toolchain(torch.device("cpu"))
+    except RuntimeError as error:
+        pytest.skip(str(error))
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = ReasoningNetwork(tiny(), VOCAB, SEQ, num_puzzle_ids=2)
+    compiled = ReasoningNetwork(tiny(compile="segment"), VOCAB, SEQ, num_puzzle_ids=2)
+    compiled.load_state_dict(eager.state_dict())
+    strategy, data = TRM(cycles=1, latent_steps=1, halt_exploration=0.0), batch()
+    for net in (eager, compiled):
+        carry = carry_of(strategy, net, data)
+        out = strategy.run_segment(net, carry, Progress(0), training=True)
+        strategy.loss(net, carry, out, Progress(0)).total.backward()
+    table_grads = [net.puzzle_embedding.weight.grad for net in (eager, compiled)]
+    assert all(grad.is_sparse for grad in table_grads)
+    torch.testing.assert_close(table_grads[1].to_dense(), table_grads[0].to_dense(), rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()

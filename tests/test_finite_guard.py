@@ -135,16 +135,16 @@ def test_the_guard_folds_losses_and_gradients_without_reading_the_device() -> No
     guard = FiniteGuard()
     assert guard.flag() is None
     guard.raise_if_tripped()  # nothing observed: nothing to raise
-    guard.observe_loss(torch.tensor(1.0), {"lm": torch.tensor(0.5)}, step=0)
+    guard.observe_loss(torch.tensor([1.0, 0.5]), ("loss", "lm"), step=0)
     guard.observe_gradients([torch.ones(3), torch.ones(2, dtype=torch.bfloat16)])
     assert bool(guard.keep) and float(guard.flag()) == 0.0
     guard.observe_gradients([torch.tensor([1.0, float("inf")])])
-    guard.observe_loss(torch.tensor(float("nan")), {"lm": torch.tensor(float("nan"))}, step=5)
+    guard.observe_loss(torch.tensor([float("nan"), float("nan")]), ("loss", "lm"), step=5)
     assert not bool(guard.keep) and float(guard.flag()) == 1.0
     with pytest.raises(FloatingPointError, match="a gradient became non-finite at step 0"):
         guard.raise_if_tripped()  # the first failure is reported, not the later one
     clean = FiniteGuard()
-    clean.observe_loss(torch.tensor(1.0), {}, step=0)
+    clean.observe_loss(torch.tensor([1.0]), ("loss",), step=0)
     with pytest.raises(FloatingPointError, match="another rank"):
         clean.raise_if_tripped(1.0)  # this rank is clean, the summed flags say one rank is not
 

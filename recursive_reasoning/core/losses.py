@@ -36,11 +36,11 @@ def stablemax_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 
         Float64 tensor of shape ``[...]``: ``-log p_label`` at valid positions and 0 at ignored ones.
     """
     s = _stablemax_s(logits.to(torch.float64))
-    mask = labels != ignore_index
-    safe_labels = torch.where(mask, labels, torch.zeros_like(labels)).long()
+    ignored = labels == ignore_index
+    safe_labels = labels.masked_fill(ignored, 0).long()
     s_label = torch.gather(s, -1, safe_labels.unsqueeze(-1)).squeeze(-1)
     log_prob = torch.log(s_label / s.sum(dim=-1))
-    return torch.where(mask, -log_prob, torch.zeros_like(log_prob))
+    return (-log_prob).masked_fill(ignored, 0.0)
 
 
 def softmax_cross_entropy(

@@ -56,6 +56,9 @@ SEGMENT_RECOMPILE_LIMIT = 64  # graphs per segment function: one per depth a cur
 Result = TypeVar("Result")
 
 
+PUZZLE_ROWS = "puzzle_rows"  # the batch key of `ReasoningNetwork.eager_lookups`
+
+
 def check_compile_toolchain(device: torch.device) -> None:
     """Fail with a clear message when torch.compile's inductor backend cannot build CPU kernels (no C++ compiler),
     rather than at the first call deep inside the compiler."""
@@ -263,15 +266,26 @@ class ReasoningNetwork(nn.Module):
             y, z = y.to(self.forward_dtype), z.to(self.forward_dtype)
         return y.expand(shape), z.expand(shape)
 
-    def embed(self, inputs: Tensor, puzzle_ids: Tensor) -> Tensor:
-        """Embed tokens [B, L] and puzzle ids [B] into x [B, S, D], puzzle prefix first, scaled by sqrt(D)."""
+    def eager_lookups(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`batch` with its puzzle-table rows looked up (PUZZLE_ROWS, [B, puzzle_emb_dim]) when segments compile.
+
+        The table's gradient is sparse, which inductor cannot compile; looked up outside the graph, the rows enter
+        it as an input, the compiled backward returns their dense gradient and the eager lookup turns it into the
+        table's sparse one. Without a compiled segment (or a table) the batch is returned as it is."""
+        if self.compile_mode != "segment" or not self.prefix_len:
+            return batch
+        return {**batch, PUZZLE_ROWS: self.puzzle_embedding(batch["puzzle_ids"])}
+
+    def embed(self, inputs: Tensor, puzzle_ids: Tensor, puzzle_rows: Tensor | None = None) -> Tensor:
+        """Embed tokens [B, L] and puzzle ids [B] into x [B, S, D], puzzle prefix first, scaled by sqrt(D); with
+        `puzzle_rows` (`eager_lookups`) the table's rows of those ids, already looked up."""
         if inputs.shape[-1] != self.seq_len:
             raise ValueError(f"inputs have length {inputs.shape[-1]}, the network was built for {self.seq_len}.")
         x = self.token_embedding(inputs)  # [B, L, D]
         if self.forward_dtype is not None:
             x = x.to(self.forward_dtype)
         if self.prefix_len:
-            puzzle = self.puzzle_embedding(puzzle_ids)  # [B, puzzle_emb_dim]
+            puzzle = self.puzzle_embedding(puzzle_ids) if puzzle_rows is None else puzzle_rows  # [B, puzzle_emb_dim]
             pad = self.prefix_len * self.hidden_size - self.puzzle_emb_dim
             prefix = F.pad(puzzle, (0, pad)).view(-1, self.prefix_len, self.hidden_size).to(x.dtype)
             x = torch.cat([prefix, x], dim=1)  # [B, S, D]
