@@ -393,8 +393,8 @@ class RecursiveReasoner(L.LightningModule):
         if self._trainer is None:  # a bare call, outside the training loop: nothing else will read the flag
             self.guard.raise_if_tripped()
             return total, carry
+        self._log_host_numbers(strategy.depth(progress, True))  # host tensors: no device work
         if self._logging_step():
-            self._log_host_numbers(strategy.depth(progress, True))
             self._log_training_sums()
         return total, carry
 
