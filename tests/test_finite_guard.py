@@ -13,32 +13,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
-from datamodules import GeneratedSudoku
 from recursive_reasoning.callbacks import EMA
-from recursive_reasoning.core.network import NetworkConfig
 from recursive_reasoning.finite_guard import FiniteGuard
-from recursive_reasoning.module import OptimConfig, RecursiveReasoner
+from recursive_reasoning.module import RecursiveReasoner
 from recursive_reasoning.optim import SignSGD
-from strategies import TRM
+from test_callbacks import snapshot as clone, tiny_data, tiny_model  # a TRM with a puzzle table, large rates
 
 BAD = 1  # the step whose loss (or gradient) is poisoned
-
-
-def tiny_model() -> RecursiveReasoner:
-    """A TRM with a puzzle table (SignSGD) and large rates, so that every update visibly moves every tensor."""
-    network = NetworkConfig(hidden_size=16, num_heads=2, num_layers=1, puzzle_emb_len=2)
-    optim = OptimConfig(lr=1e-2, warmup_steps=0, puzzle_emb_lr=1e-1, puzzle_emb_weight_decay=0.1)
-    return RecursiveReasoner(TRM(cycles=1, latent_steps=1, supervision_steps=2), network, optim, vocab_size=6,
-                             seq_len=16, num_puzzle_ids=3)
-
-
-def tiny_data(tmp_path: Path) -> GeneratedSudoku:
-    return GeneratedSudoku(size=4, givens=8, train_size=64, val_size=8, test_size=8, batch_size=8,
-                           cache_dir=str(tmp_path / "cache"))
-
-
-def clone(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {name: t.detach().clone() for name, t in tensors.items()}
 
 
 class Snapshot(L.Callback):
