@@ -360,15 +360,18 @@ def collective_summary(counts: Counts) -> dict[str, Any]:
 
 def ddp_worker(recipe: Path, batch: int, shared: Path, precision: str | None, out: Path) -> None:
     """One recipe under `--trainer.devices=2 --trainer.strategy=ddp` (gloo on the CPU; Lightning starts rank 1 by
-    running this command again): each rank writes its step's `collective_summary` to `out`/rank{r}.json."""
+    running this command again): each rank writes its step's `collective_summary` to `out`/rank{r}.json. It counts
+    the third step, a steady one: at the second, DDP rebuilds its gradient buckets once (2 broadcasts of their
+    order)."""
     import json
     import os
 
-    train = WindowedStepCounter(step=1)
+    train = WindowedStepCounter(step=2)
     with tempfile.TemporaryDirectory() as root:
         cli = ReasoningCLI(RecursiveReasoner, PuzzleDataModule, subclass_mode_data=True, run=False,
                            args=fit_arguments(recipe, batch, Path(root), shared, precision)
-                           + ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.limit_val_batches=0"],
+                           + ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.limit_val_batches=0",
+                              "--trainer.max_steps=4"],
                            save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
         cli.trainer.callbacks.insert(0, train)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)

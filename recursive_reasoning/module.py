@@ -25,6 +25,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
@@ -200,6 +201,19 @@ class RecursiveReasoner(L.LightningModule):
             estimate = self.trainer.estimated_stepping_batches
             total = int(estimate) if estimate not in (None, float("inf")) and estimate > 0 else None
         return Progress(self.trainer.global_step, total)
+
+    def setup(self, stage: str) -> None:
+        """Under DDP, turn off its buffer broadcast (a collective before every forward) unless the user chose
+        `broadcast_buffers`: rr's buffers (RoPE tables, the initial states) never change after DDP's construction-time
+        sync. A model holding running statistics (batch norm) keeps the broadcast."""
+        strategy = self.trainer.strategy
+        if stage != "fit" or not isinstance(strategy, DDPStrategy) or "broadcast_buffers" in strategy._ddp_kwargs:
+            return
+        running_stats = any(getattr(m, "track_running_stats", False) for m in self.modules())
+        strategy._ddp_kwargs["broadcast_buffers"] = running_stats
+        if not running_stats:
+            rank_zero_info("rr: DDP broadcast_buffers=False (rr's buffers are constant; set it on the strategy to "
+                           "override)")
 
     def on_fit_start(self) -> None:
         """Fail before the first step if the strategy's schedule needs a total number of steps that is unknown."""

@@ -46,7 +46,9 @@ class Record(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        torch.save({"steps": self.steps, "seed": torch.initial_seed()}, self.directory / f"rank{trainer.global_rank}.pt")
+        torch.save({"steps": self.steps, "seed": torch.initial_seed(),
+                    "broadcast_buffers": getattr(trainer.strategy.model, "broadcast_buffers", None)},
+                   self.directory / f"rank{trainer.global_rank}.pt")
 
 
 # Every strategy without random draws that differ by rank (no halt exploration; RSM's p_detach 0 draws nothing).
@@ -85,6 +87,20 @@ def tiny_model(supervision_steps: int = 3, warmup_steps: int = 2, case: str = "t
     }[method]()
     return RecursiveReasoner(strategy, network, optim, vocab_size=6, seq_len=16, num_puzzle_ids=3,
                              supervision_schedule=schedule)
+
+
+@pytest.mark.parametrize("running_stats", [False, True])
+def test_ddp_buffer_broadcast_is_off_unless_chosen_or_a_module_keeps_running_statistics(running_stats: bool) -> None:
+    from lightning.pytorch.strategies import DDPStrategy
+
+    for chosen in ({}, {"broadcast_buffers": True}):
+        model = tiny_model(case="trm")
+        if running_stats:
+            model.net.extra = torch.nn.BatchNorm1d(4)
+        run = L.Trainer(accelerator="cpu", devices=1, strategy=DDPStrategy(**chosen), logger=False)
+        model.trainer = run
+        model.setup("fit")
+        assert run.strategy._ddp_kwargs["broadcast_buffers"] is (running_stats or bool(chosen))
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +166,7 @@ def check_ddp_trains_like_one_process(tmp_path: Path, cache: str, case: str) -> 
     run_ddp(tmp_path / "ddp", cache, case)
     ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in range(2)]
     assert single["seed"] == ranks[0]["seed"] != ranks[1]["seed"]  # rank 1's random draws are its own
+    assert ranks[0]["broadcast_buffers"] is False  # rr's buffers are constant: no broadcast before each forward
     single, ranks = single["steps"], [rank["steps"] for rank in ranks]
 
     assert single and sorted(single) == sorted(ranks[0]) == sorted(ranks[1])
