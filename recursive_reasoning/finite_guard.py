@@ -13,6 +13,7 @@ together (the flags are summed over the ranks).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -23,16 +24,19 @@ __all__ = ["FiniteGuard"]
 
 
 class FiniteGuard:
-    """A sticky device-side record of the first non-finite training loss or gradient (see the module docstring)."""
+    """A sticky device-side record of the first non-finite training loss or gradient (see the module docstring).
+
+    Each observation costs a handful of device ops and no read: the flag, a count of the losses observed while it was
+    still set (so the failing step is known from the host's list of their steps) and the loss terms of the latest loss
+    observed while it was set: non-finite if the loss failed, finite if a gradient failed after it."""
 
     def __init__(self) -> None:
         self.keep: Tensor | None = None  # 0-dim bool: every loss and gradient observed so far was finite
-        self._first_step: Tensor | None = None  # 0-dim int64: the step of the first failure, -1 while none
-        self._first_values: Tensor | None = None  # [1 + terms]: the loss and its terms at that step
+        self._clean: Tensor | None = None  # 0-dim int64: losses observed while `keep` was set (the failing one too)
+        self._first_values: Tensor | None = None  # [1 + terms]: the loss and its terms at the failing step
         self._one: Tensor | None = None  # the unit scale of the fused gradient check, made once
         self._terms: tuple[str, ...] = ()
-        self._bad_gradients: Tensor | None = None  # 0-dim bool: the first failure was a gradient (loss finite)
-        self._step = 0  # the step of the latest loss observed, which its gradients share
+        self._observed: list[int] = []  # the step of every loss observed since the last read
 
     def reset(self) -> None:
         """Forget every observation (a new fit)."""
@@ -40,22 +44,19 @@ class FiniteGuard:
 
     def observe_loss(self, values: Tensor, names: Sequence[str], step: int) -> None:
         """Fold a training loss into the flag: `values` [1 + k] float32 are the loss and its k terms (`names` names
-        all of them); on the first failure remember `step` and the values."""
+        all of them), remembered until the flag drops."""
         values = values.detach()
-        finite = torch.isfinite(values[0])
         if self.keep is None:
             self._terms = tuple(names)
             self.keep = torch.ones((), dtype=torch.bool, device=values.device)
-            self._first_step = torch.full((), -1, dtype=torch.int64, device=values.device)
+            self._clean = torch.zeros((), dtype=torch.int64, device=values.device)
             self._first_values = torch.zeros_like(values)
-            self._bad_gradients = torch.zeros((), dtype=torch.bool, device=values.device)
             self._one = torch.ones((), dtype=torch.float32, device=values.device)
-        first = self.keep > finite  # still clean, and not finite now
-        self._step = step
-        self._first_step = torch.where(first, step, self._first_step)
         if tuple(names) == self._terms:
-            self._first_values = torch.where(first, values, self._first_values)
-        self.keep = self.keep & finite
+            self._first_values = torch.where(self.keep, values, self._first_values)
+        self._observed.append(step)
+        self._clean.add_(self.keep)
+        self.keep = self.keep & (values[0] * 0 == 0)  # x * 0 is 0 for a finite x, NaN for inf and NaN
 
     def observe_gradients(self, grads: Sequence[Tensor]) -> None:
         """Fold dense gradients into the flag: one fused non-finite check per device and dtype, no host read."""
@@ -67,11 +68,7 @@ class FiniteGuard:
             torch._amp_foreach_non_finite_check_and_unscale_(group, found_here, self._one.to(device))
             if found_here is not found:
                 found = found + found_here.to(found.device)
-        finite = found == 0
-        first = self.keep > finite
-        self._bad_gradients = self._bad_gradients | first
-        self._first_step = torch.where(first, self._step, self._first_step)
-        self.keep = self.keep & finite
+        self.keep = self.keep & (found == 0)
 
     def flag(self) -> Tensor | None:
         """[1] float32 on the device: 1 where this rank has seen a failure (summed over ranks by the reader)."""
@@ -91,14 +88,17 @@ class FiniteGuard:
             return
         if ranks_tripped is None:
             ranks_tripped = float((~self.keep).float().cpu())
-        if not ranks_tripped:
+        if not ranks_tripped:  # every observation so far was finite: forget them
+            self._observed.clear()
+            self._clean.zero_()
             return
-        local = torch.cat([self._first_step.float().unsqueeze(0), self._bad_gradients.float().unsqueeze(0),
+        local = torch.cat([(~self.keep).float().unsqueeze(0), self._clean.float().unsqueeze(0),
                            self._first_values]).cpu().tolist()
-        step, gradients, values = int(local[0]), bool(local[1]), local[2:]
-        if step < 0:
+        tripped_here, failing, values = bool(local[0]), int(local[1]) - 1, local[2:]
+        step = self._observed[failing] if tripped_here else None
+        if not tripped_here:
             what = "another rank's training loss or gradient became non-finite"
-        elif gradients:
+        elif math.isfinite(values[0]):
             what = f"a gradient became non-finite at step {step} (the loss was finite)"
         else:
             detail = ", ".join(f"{name}={value:.4g}" for name, value in zip(self._terms[1:], values[1:]))

@@ -12,8 +12,8 @@ step) as means over the interval, reduced over the ranks once (`recursive_reason
 non-finite check stays on the device too (`recursive_reasoning.finite_guard`): from a non-finite loss or gradient on,
 the optimisers and the EMA skip their updates, and the flag is read with the logged sums, before every checkpoint and
 at the end of training. The strategy's `depth` is logged as train/depth_H and train/depth_L (host tensors, like
-train/flops), and each of its `evaluation_variants()` (named strategy copies, e.g. RSM's eval_depths) adds
-{stage}/exact_accuracy@{name}.
+train/flops) at logging steps and when it changes, and each of its `evaluation_variants()` (named strategy copies,
+e.g. RSM's eval_depths) adds {stage}/exact_accuracy@{name}.
 """
 
 from __future__ import annotations
@@ -163,6 +163,7 @@ class RecursiveReasoner(L.LightningModule):
         self.train_flops = 0  # cumulative training FLOPs over all ranks (a Python int: counting needs no sync)
         self._train_sums = TrainingSums()  # training metrics on the device until a logging step
         self.guard = FiniteGuard()  # the non-finite check, read at logging steps, checkpoints and the end
+        self._logged_depth: tuple[int, int] | None = None  # the depth last logged (logged again when it changes)
         self._call_flops = call_flops(self.net)
         self.val_metrics = PuzzleMetrics()
         self.test_metrics = PuzzleMetrics()
@@ -296,6 +297,7 @@ class RecursiveReasoner(L.LightningModule):
         state, self._resume_state = self._resume_state, None
         self._train_sums = TrainingSums()  # nothing of an earlier fit is logged in this one
         self.guard.reset()
+        self._logged_depth = None
         world_size, rank = self.trainer.world_size, self.trainer.global_rank
         if state is None:
             if rank > 0:
@@ -407,8 +409,9 @@ class RecursiveReasoner(L.LightningModule):
         if self._trainer is None:  # a bare call, outside the training loop: nothing else will read the flag
             self.guard.raise_if_tripped()
             return total, carry
-        self._log_host_numbers(strategy.depth(progress, True))  # host tensors: no device work
-        if self._logging_step():
+        logging = self._logging_step()
+        self._log_host_numbers(strategy.depth(progress, True), logging)  # host tensors: no device work
+        if logging:
             self._log_training_sums()
         return total, carry
 
@@ -439,11 +442,13 @@ class RecursiveReasoner(L.LightningModule):
         for name, value in means.items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=False, prog_bar=name == "loss")
 
-    def _log_host_numbers(self, depth: tuple[int, int] | None) -> None:
-        """Log train/flops (and the depth, train/depth_H and train/depth_L) as host tensors: no device copy."""
+    def _log_host_numbers(self, depth: tuple[int, int] | None, logging: bool) -> None:
+        """Log train/flops every step and the depth (train/depth_H and train/depth_L) at logging steps and whenever it
+        changes (`callback_metrics` keeps it between), as host tensors: no device copy."""
         numbers = {"flops": float(self.train_flops)}
-        if depth is not None:
+        if depth is not None and (logging or depth != self._logged_depth):
             numbers.update(depth_H=float(depth[0]), depth_L=float(depth[1]))
+            self._logged_depth = depth
         values = torch.tensor(list(numbers.values()), dtype=torch.float64)
         for index, name in enumerate(numbers):
             self.log(f"train/{name}", values[index], on_step=True, on_epoch=False)

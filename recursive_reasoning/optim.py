@@ -171,8 +171,8 @@ def _foreach_update(
     """The AdamATan2 update of parameters of one device and dtype, in place: each op of the per-parameter update
     once over the whole list (low-precision parameters are updated in float32 copies and written back).
 
-    With `keep` (0-dim bool), a False leaves every tensor as it is: the gradients are replaced by zeros (one `where`
-    per tensor, so non-finite ones cannot leak), the decay factors become 1 and the step 0. Where `keep` is True the
+    With `keep` (0-dim bool), a False leaves every tensor as it is: the gradients are replaced by zeros (`_gated`,
+    so non-finite ones cannot leak), the decay factors become 1 and the step 0. Where `keep` is True the
     factors are the same float32 numbers as without it, so the values are bit-identical."""
     torch._foreach_add_(steps, 1)  # the CPU step tensors of the state dict; `counts` are their new values
     if low_precision:
@@ -182,12 +182,12 @@ def _foreach_update(
         torch._foreach_copy_(grads, fp32_grads)
     else:
         values = params
-    decay, first_decay, second_decay = 1 - lr * weight_decay, beta1, beta2
+    decay, first_decay, second_decay, scale = 1 - lr * weight_decay, beta1, beta2, None
     if keep is not None:
-        zero, one, betas, ones = _gate_constants(keep.device, beta1, beta2)
-        grads = [torch.where(keep, g, zero) for g in grads]
+        zero, one, kept, skipped = _gate_constants(keep.device, beta1, beta2)
+        grads = _gated(grads, keep, zero)
         decay = torch.where(keep, decay, one)
-        first_decay, second_decay = torch.where(keep, betas, ones).unbind()
+        first_decay, second_decay, scale = torch.where(keep, kept, skipped).unbind()
 
     torch._foreach_mul_(values, decay)
     torch._foreach_mul_(exp_avgs, first_decay)
@@ -201,18 +201,26 @@ def _foreach_update(
     corrections = [1 - beta1**t for t in counts]
     torch._foreach_mul_(updates, torch._foreach_div([lr] * len(corrections), corrections)
                         if isinstance(lr, Tensor) else [lr / c for c in corrections])
-    if keep is not None:
-        torch._foreach_mul_(updates, keep.float())  # finite: the moments were never given a non-finite gradient
+    if scale is not None:
+        torch._foreach_mul_(updates, scale)  # 1 or 0; finite: the moments were never given a non-finite gradient
     torch._foreach_sub_(values, updates)
     if low_precision:
         torch._foreach_copy_(params, values)
 
 
+def _gated(grads: list[Tensor], keep: Tensor, zero: Tensor) -> list[Tensor]:
+    """``[torch.where(keep, g, zero) for g in grads]`` in two kernels whatever the number of tensors: one `where` over
+    their concatenation, split back into views of the same shapes (the values are the same: `where` only selects)."""
+    flat = torch.where(keep, torch.cat([g.reshape(-1) for g in grads]), zero)
+    return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads, strict=True)]
+
+
 @functools.cache
 def _gate_constants(device: torch.device, beta1: float, beta2: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The float32 constants of a guarded step on `device`, made once: 0, 1, the betas and a skipped step's [1, 1]."""
+    """The float32 constants of a guarded step on `device`, made once: 0, 1, and the moments' decays and the update's
+    scale of a kept step ([b1, b2, 1]) and of a skipped one ([1, 1, 0])."""
     return (torch.zeros((), device=device), torch.ones((), device=device),
-            torch.tensor([beta1, beta2], device=device), torch.ones(2, device=device))
+            torch.tensor([beta1, beta2, 1.0], device=device), torch.tensor([1.0, 1.0, 0.0], device=device))
 
 
 def _foreach_atan2(ys: list[Tensor], xs: list[Tensor]) -> list[Tensor]:

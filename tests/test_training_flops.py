@@ -57,6 +57,50 @@ def test_train_flops_are_the_analytic_count_per_step_and_follow_the_curriculum(t
     assert log.values == pytest.approx(cumulative, rel=1e-6)
 
 
+class Recorder(L.pytorch.loggers.Logger):
+    """An in-memory logger: the metrics of every logging step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[int, dict[str, float]] = {}
+
+    name, version = "recorder", 0
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.rows.setdefault(step, {}).update(metrics)
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+
+class DepthLog(L.Callback):
+    """The depth in `callback_metrics` after every step."""
+
+    def __init__(self) -> None:
+        self.values: list[tuple[float, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.values.append((float(trainer.callback_metrics["train/depth_H"]),
+                            float(trainer.callback_metrics["train/depth_L"])))
+
+
+def test_the_depth_is_current_every_step_and_reaches_the_logger_at_every_logging_step(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    strategy = CGAR(cycles=2, latent_steps=2, supervision_steps=2, stage_depths=[(1, 1), (1, 2), (2, 2)])
+    model = RecursiveReasoner(strategy, NETWORK, OptimConfig(warmup_steps=0), vocab_size=6, seq_len=16)
+    log, recorder = DepthLog(), Recorder()
+    run = L.Trainer(accelerator="cpu", max_steps=8, logger=recorder, log_every_n_steps=3, enable_progress_bar=False,
+                    enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=tmp_path,
+                    callbacks=[log])
+    run.fit(model, data(tmp_path))
+    expected = [tuple(map(float, strategy.depth(Progress(k, 8), True))) for k in range(8)]
+    assert len(set(expected)) == 3 and log.values == expected
+    depth_rows = {step: (row["train/depth_H"], row["train/depth_L"]) for step, row in recorder.rows.items()
+                  if "train/depth_H" in row}
+    assert depth_rows and all(expected[step] == depth for step, depth in depth_rows.items())
+    assert all(step in depth_rows for step, row in recorder.rows.items() if "train/loss" in row)
+
+
 def test_train_flops_resume_from_the_checkpoint(tmp_path: Path) -> None:
     torch.manual_seed(0)
     make = lambda: RecursiveReasoner(TRM(cycles=2, latent_steps=1, supervision_steps=2), NETWORK,  # noqa: E731
