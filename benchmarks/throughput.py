@@ -229,6 +229,8 @@ def build(spec: Spec, device: torch.device) -> tuple[Recipe, RecursiveReasoner]:
                        l_test=latent)
         recipe = replace(recipe, strategy=strategy)
     network = replace(recipe.network, compile=spec.compile, attention_backend=spec.attention_backend)
+    if spec.precision == "fp32":  # fp32 means fp32 throughout: the GPU recipes' bf16 recursion states are not kept
+        network = replace(network, forward_dtype="float32")
     recipe = replace(recipe, network=network)
     torch.manual_seed(spec.seed)
     optim = replace(recipe.optim, lr_min_ratio=1.0)  # the lr schedule costs nothing; cosine decay needs a total
